@@ -1,0 +1,41 @@
+//! The encoder (spec §2.3): one non-causal block whose queries and residual stream are a learned
+//! constant ζ repeated over positions (with RoPE, so rows differ), whose keys/values are the trunk
+//! output `X_m`, followed by RMSNorm and a linear readout to H bit logits.
+
+use crate::blocks::{AttnMask, Block, KvInput, RmsNorm, Rope, linear_weight};
+use crate::config::ModelConfig;
+use tch::Tensor;
+use tch::nn::{Init, Path};
+
+/// The Free Transformer's encoder: `ζ`, one block, `RMSNorm_enc`, `W_enc`.
+#[derive(Debug)]
+pub struct Encoder {
+    /// The non-causal block.
+    pub block: Block,
+    /// The learned constant query ζ ∈ R^D.
+    pub zeta: Tensor,
+    /// `RMSNorm_enc`.
+    pub norm: RmsNorm,
+    /// `W_enc`: `[H, D]`.
+    pub readout: Tensor,
+}
+
+impl Encoder {
+    /// Parameters under `p` (`{p}.encoder.*`, `{p}.zeta`, `{p}.norm.weight`, `{p}.readout.weight`).
+    pub fn new(p: &Path, cfg: &ModelConfig, bits: usize) -> Self {
+        Encoder {
+            block: Block::new(&(p / "encoder"), cfg),
+            zeta: p.var("zeta", &[cfg.d_model as i64], Init::Randn { mean: 0.0, stdev: cfg.init_std }),
+            norm: RmsNorm::new(&(p / "norm"), cfg.d_model, cfg.norm_eps),
+            readout: linear_weight(p, "readout", bits, cfg.d_model, cfg.init_std),
+        }
+    }
+
+    /// Bit logits `o: [B, T, H]` (fp32) from the trunk output `x_m: [B, T, D]`.
+    pub fn forward(&self, x_m: &Tensor, rope: &Rope) -> Tensor {
+        let (b, t, d) = x_m.size3().expect("encoder input is [B, T, D]");
+        let q0 = self.zeta.view([1, 1, d]).expand([b, t, d], false);
+        let y = self.block.forward(&q0, KvInput::From(x_m), AttnMask::Bidirectional, rope, 0, None);
+        self.norm.forward(&y).linear::<Tensor>(&self.readout, None).to_kind(tch::Kind::Float)
+    }
+}

@@ -1,0 +1,14 @@
+//! freet: the Free Transformer (Fleuret 2025, arXiv 2510.17558) in Rust on libtorch.
+//!
+//! Data flows one way: `data` → `model` (`blocks`, `encoder`, `mapper`, `loss`) →
+//! `train` / `generate` / `eval` → the `freet` CLI.
+
+pub mod blocks;
+pub mod config;
+pub mod data;
+pub mod encoder;
+pub mod figure4;
+pub mod loss;
+pub mod mapper;
+pub mod model;
+pub mod rng;

@@ -1,0 +1,311 @@
+//! The Free Transformer (and, with the latent disabled, its baseline decoder). `forward_with` is the
+//! paper's Algorithm 2 (corrected: every block runs exactly once).
+
+use crate::blocks::{AttnMask, Block, KvInput, LayerCache, RmsNorm, Rope, linear_weight};
+use crate::config::{ConfigError, Injection, MapperGrad, ModelConfig};
+use crate::encoder::Encoder;
+use crate::loss::Loss;
+use crate::mapper::BinaryMapper;
+use tch::nn::{Init, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// Where the latents Z come from in a forward pass (spec §2.2).
+#[derive(Debug, Clone, Copy)]
+pub enum Latents<'a> {
+    /// The encoder reads the tokens non-causally and its bits are sampled (training, prefill, eval).
+    Posterior,
+    /// Uniform codes, one per position, keyed by `(seed, seq_ids[b], position)` (generation).
+    Prior {
+        /// Seed of the draw.
+        seed: u64,
+        /// One id per batch row; equal ids give equal codes.
+        seq_ids: &'a [u64],
+    },
+    /// Caller-supplied codes `[B, T]` for exactly the positions of this pass.
+    Pinned(&'a Tensor),
+}
+
+/// The latent half of a Free Transformer: encoder, Binary Mapper and post-sampler table `E`.
+#[derive(Debug)]
+pub struct Latent {
+    /// The one-block non-causal encoder.
+    pub encoder: Encoder,
+    /// The post-sampler table `E: [C, D]`; `R = E[c]`.
+    pub post_sampler: Tensor,
+    /// Bit sampling, packing and the Eq. 8 gradient.
+    pub mapper: BinaryMapper,
+    /// κ in nats.
+    pub kappa_nats: f64,
+    injection: Injection,
+    grad: MapperGrad,
+}
+
+impl Latent {
+    /// `R = E[c]`, and, when training with posterior Z, the cut that lets the fused Eq. 8 gradient
+    /// through: returns (decoder input, R as the decoder sees it, tape).
+    fn post_sample(&self, x_m: Tensor, codes: &Tensor, o: Option<&Tensor>, grad: bool) -> (Tensor, Tensor, Option<MapperTape>) {
+        let (b, t) = codes.size2().expect("codes are [B, T]");
+        let r = self.post_sampler.index_select(0, &codes.reshape([-1])).view([b, t, -1]);
+        match (o, grad, self.grad) {
+            (Some(o), true, MapperGrad::Fused) => {
+                let x_leaf = x_m.detach().set_requires_grad(true);
+                let r_leaf = r.detach().set_requires_grad(true);
+                let tape = MapperTape {
+                    x_m,
+                    x_leaf: x_leaf.shallow_clone(),
+                    r,
+                    r_leaf: r_leaf.shallow_clone(),
+                    o: o.shallow_clone(),
+                };
+                (x_leaf, r_leaf, Some(tape))
+            }
+            (Some(o), true, MapperGrad::Dense) => (x_m, self.mapper.dense_post_sampler(o, codes, &self.post_sampler), None),
+            _ => (x_m, r, None),
+        }
+    }
+
+    fn kv_input<'a>(&self, r: &'a Tensor) -> KvInput<'a> {
+        match self.injection {
+            Injection::PreNorm => KvInput::AddBeforeNorm(r),
+            Injection::PostNorm => KvInput::AddAfterNorm(r),
+        }
+    }
+}
+
+/// Autograd is cut at `X_m` and `R` during training so that the fused Binary Mapper gradient can be
+/// inserted between the two halves (tch has no custom autograd functions). Each segment of the
+/// graph is still backpropagated exactly once.
+#[derive(Debug)]
+struct MapperTape {
+    x_m: Tensor,
+    x_leaf: Tensor,
+    r: Tensor,
+    r_leaf: Tensor,
+    o: Tensor,
+}
+
+/// The result of a forward pass.
+#[derive(Debug)]
+pub struct Forward {
+    /// `[B, T, V]`.
+    pub logits: Tensor,
+    /// Codes used at each position `[B, T]` (int64); `None` for a baseline.
+    pub codes: Option<Tensor>,
+    /// Encoder bit logits `[B, T, H]` (fp32) when the encoder ran.
+    pub bit_logits: Option<Tensor>,
+    tape: Option<MapperTape>,
+}
+
+/// Per-layer KV caches plus the codes drawn so far (spec §4.1: Z is fixed once drawn).
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    codes: Vec<Tensor>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> i64 {
+        self.layers.first().map_or(0, LayerCache::len)
+    }
+
+    /// True before the prefill.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every code stored so far, `[B, len]`.
+    pub fn codes(&self) -> Option<Tensor> {
+        (!self.codes.is_empty()).then(|| Tensor::cat(&self.codes, 1))
+    }
+}
+
+/// A Free Transformer, or a baseline decoder when `latent.enabled = false`.
+#[derive(Debug)]
+pub struct FreeTransformer {
+    cfg: ModelConfig,
+    vs: VarStore,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<Tensor>,
+    rope: Rope,
+    latent: Option<Latent>,
+}
+
+impl FreeTransformer {
+    /// Builds and initialises the model on `device` from `seed`. Decoder parameters are created
+    /// before the latent ones, so a baseline and a Free Transformer with the same seed share their
+    /// decoder initialisation.
+    pub fn new(cfg: &ModelConfig, device: Device, seed: u64) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        tch::manual_seed((seed & (i64::MAX as u64)) as i64);
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let p = &root / "model";
+        let (v, d) = (cfg.vocab_size as i64, cfg.d_model as i64);
+        let embed = (&p / "embed_tokens").var("weight", &[v, d], Init::Randn { mean: 0.0, stdev: cfg.init_std });
+        let blocks = (0..cfg.n_layers).map(|i| Block::new(&(&p / "layers" / i), cfg)).collect();
+        let norm = RmsNorm::new(&(&p / "norm"), cfg.d_model, cfg.norm_eps);
+        let lm_head =
+            (!cfg.tied_embeddings).then(|| linear_weight(&root, "lm_head", cfg.vocab_size, cfg.d_model, cfg.init_std));
+        let latent = cfg.latent().map(|lat| {
+            let lp = &p / "latent";
+            let c = 1i64 << lat.bits;
+            Latent {
+                encoder: Encoder::new(&lp, cfg, lat.bits),
+                post_sampler: (&lp / "post_sampler").var(
+                    "weight",
+                    &[c, d],
+                    Init::Randn { mean: 0.0, stdev: lat.post_sampler_init_std },
+                ),
+                mapper: BinaryMapper::new(lat.bits, lat.mapper_chunk, device),
+                kappa_nats: lat.kappa_bits.expect("validated").nats(),
+                injection: lat.injection,
+                grad: lat.mapper_grad,
+            }
+        });
+        let rope = Rope::new(cfg.head_dim(), cfg.max_seq_len, cfg.rope_theta, device);
+        Ok(FreeTransformer { cfg: cfg.clone(), vs, embed, blocks, norm, lm_head, rope, latent })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The parameter store (names follow the Hugging Face Llama convention).
+    pub fn var_store(&self) -> &VarStore {
+        &self.vs
+    }
+
+    /// Mutable parameter store (loading weights).
+    pub fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.vs
+    }
+
+    /// The device holding the parameters.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The decoder blocks `block[0..L]`.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The latent half, `None` for a baseline.
+    pub fn latent(&self) -> Option<&Latent> {
+        self.latent.as_ref()
+    }
+
+    /// The RoPE tables.
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// κ in nats (0 for a baseline).
+    pub fn kappa_nats(&self) -> f64 {
+        self.latent.as_ref().map_or(0.0, |l| l.kappa_nats)
+    }
+
+    /// A KV cache for `batch` sequences of up to `capacity` positions.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        let c = &self.cfg;
+        let layers = (0..c.n_layers)
+            .map(|_| {
+                LayerCache::new(batch, c.n_kv_heads as i64, capacity, c.head_dim() as i64, Kind::Float, self.device())
+            })
+            .collect();
+        KvCache { layers, codes: Vec::new() }
+    }
+
+    /// Full forward pass without cache.
+    pub fn forward(&self, tokens: &Tensor, latents: Latents, grad: bool) -> Forward {
+        self.forward_with(tokens, latents, grad, None)
+    }
+
+    /// The trunk output `X_m` (the first `m` blocks), for tests and analysis.
+    pub fn trunk(&self, tokens: &Tensor) -> Tensor {
+        let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
+        for block in &self.blocks[..self.cfg.inject_at()] {
+            x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, 0, None);
+        }
+        x
+    }
+
+    /// Algorithm 2. `grad`: build the graph for training (inserts the fused-mapper cut). With a
+    /// cache, `tokens` are the next positions after the cached ones and K/V are appended; the
+    /// encoder (`Posterior`) may run only on an empty cache, over the whole prompt.
+    pub fn forward_with(&self, tokens: &Tensor, latents: Latents, grad: bool, mut cache: Option<&mut KvCache>) -> Forward {
+        let (_, t) = tokens.size2().expect("tokens are [B, T]");
+        let pos = cache.as_ref().map_or(0, |c| c.len());
+        let m = self.cfg.inject_at();
+        let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
+        for (i, block) in self.blocks[..m].iter().enumerate() {
+            x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, pos, layer(&mut cache, i));
+        }
+        let Some(lat) = &self.latent else {
+            for (i, block) in self.blocks.iter().enumerate().skip(m) {
+                x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, pos, layer(&mut cache, i));
+            }
+            return Forward { logits: self.head(&x), codes: None, bit_logits: None, tape: None };
+        };
+        // x is X_m: both the encoder (keys/values) and block[m] read it. It is not detached.
+        let (codes, o) = match latents {
+            Latents::Posterior => {
+                assert_eq!(pos, 0, "the encoder runs only over a whole prompt, on an empty cache");
+                let o = lat.encoder.forward(&x, &self.rope);
+                (lat.mapper.sample(&o), Some(o))
+            }
+            Latents::Prior { seed, seq_ids } => (lat.mapper.prior_codes(seed, seq_ids, pos, t, self.device()), None),
+            Latents::Pinned(z) => (z.to_device(self.device()).to_kind(Kind::Int64), None),
+        };
+        if let Some(c) = cache.as_deref_mut() {
+            c.codes.push(codes.shallow_clone());
+        }
+        let (x_m, r, tape) = lat.post_sample(x, &codes, o.as_ref(), grad);
+        x = self.blocks[m].forward(&x_m, lat.kv_input(&r), AttnMask::Causal, &self.rope, pos, layer(&mut cache, m));
+        for (i, block) in self.blocks.iter().enumerate().skip(m + 1) {
+            x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, pos, layer(&mut cache, i));
+        }
+        Forward { logits: self.head(&x), codes: Some(codes), bit_logits: o, tape }
+    }
+
+    fn head(&self, x: &Tensor) -> Tensor {
+        self.norm.forward(x).linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None)
+    }
+
+    /// Training loss of a forward pass against `targets`.
+    pub fn loss(&self, fwd: &Forward, targets: &Tensor) -> Loss {
+        Loss::new(&fwd.logits, targets, fwd.bit_logits.as_ref(), self.kappa_nats())
+    }
+
+    /// Accumulates `scale · ∂(CE + FB)/∂θ` into the parameter gradients. With the fused mapper:
+    /// phase 1 backpropagates CE through the decoder's upper half (giving `δX_m` and `δR`); the
+    /// fused Eq. 8 backward turns `δR` into `δo`; phase 2 backpropagates one surrogate through the
+    /// encoder and the trunk, whose gradient is the sum of the decoder and encoder paths.
+    pub fn backward(&self, fwd: &Forward, loss: &Loss, scale: f64) {
+        let (Some(tape), Some(lat)) = (&fwd.tape, &self.latent) else {
+            (loss.total() * scale).backward();
+            return;
+        };
+        (&loss.ce * scale).backward();
+        let dr = tape.r_leaf.grad();
+        let dx = tape.x_leaf.grad();
+        let (b, t, h) = tape.o.size3().expect("bit logits are [B, T, H]");
+        let d = dr.size()[2];
+        let d_o = lat.mapper.grad_bit_logits(&tape.o.view([b * t, h]), &lat.post_sampler, &dr.view([b * t, d])).view([b, t, h]);
+        let mut surrogate = (&tape.o * &d_o).sum(Kind::Float)
+            + (&tape.r * &dr).sum(Kind::Float)
+            + (&tape.x_m * &dx).sum(Kind::Float);
+        if let Some(fb) = &loss.fb {
+            surrogate += fb * scale;
+        }
+        surrogate.backward();
+    }
+}
+
+fn layer<'a>(cache: &'a mut Option<&mut KvCache>, i: usize) -> Option<&'a mut LayerCache> {
+    cache.as_deref_mut().map(|c| &mut c.layers[i])
+}
