@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod figure4;
+pub mod generate;
 pub mod loss;
 pub mod mapper;
 pub mod model;

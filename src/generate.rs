@@ -1,0 +1,207 @@
+//! Cached generation (spec §4): the prompt is prefilled through the encoder (posterior Z, bits
+//! sampled), every new position draws its own uniform code that is then fixed in the cache, and
+//! a pinned Z tensor overrides both (the paper's Figure 4 green groups).
+
+use crate::model::{FreeTransformer, Latents};
+use tch::{Kind, Tensor};
+
+/// Token sampling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleOptions {
+    /// Tokens to generate after the prompt.
+    pub max_new_tokens: usize,
+    /// Softmax temperature (0 = greedy).
+    pub temperature: f64,
+    /// Keep only the k most likely tokens (None = all).
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass (None = 1).
+    pub top_p: Option<f64>,
+    /// Seed of token sampling and of the prior codes.
+    pub seed: u64,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions { max_new_tokens: 64, temperature: 1.0, top_k: None, top_p: None, seed: 0 }
+    }
+}
+
+/// Where the latents of a batch of samples come from.
+#[derive(Debug, Clone, Copy)]
+pub enum LatentSource<'a> {
+    /// Prompt through the encoder, then an independent uniform code per sample and position.
+    Fresh,
+    /// One whole Z drawn from the prior (keyed by `z_seed`), shared by every sample, prompt included.
+    Shared {
+        /// Seed of the shared Z.
+        z_seed: u64,
+    },
+    /// Caller-supplied codes `[B or 1, prompt + max_new_tokens − 1]` for every input position.
+    Pinned(&'a Tensor),
+}
+
+/// Generated sequences and the codes each position used.
+#[derive(Debug)]
+pub struct Generation {
+    /// Prompt plus generated tokens, `[B, P + N]` (int64).
+    pub tokens: Tensor,
+    /// The code of each input position `[B, P + N − 1]`; `None` for a baseline.
+    pub codes: Option<Tensor>,
+    /// Logits of each generated token's distribution, `[B, N, V]` (before temperature/filters).
+    pub logits: Tensor,
+}
+
+/// An invalid generation request (checked before any tensor work).
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// Empty prompt.
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
+    /// Prompt id outside the vocabulary.
+    #[error("prompt token {id} at position {pos} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange {
+        /// The id.
+        id: i64,
+        /// Its position.
+        pos: usize,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// Longer than the model's context.
+    #[error("prompt ({prompt}) + max_new_tokens ({new}) exceeds the model's max_seq_len + 1 = {max}")]
+    TooLong {
+        /// Prompt length.
+        prompt: usize,
+        /// Requested new tokens.
+        new: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Bad sampling settings.
+    #[error("invalid sampling option: {0}")]
+    Option(String),
+    /// Pinned codes of the wrong shape or range.
+    #[error("pinned codes: {0}")]
+    Pinned(String),
+}
+
+/// Generates `n` continuations of `prompt`.
+pub fn generate(
+    model: &FreeTransformer,
+    prompt: &[i64],
+    n: usize,
+    opts: &SampleOptions,
+    source: LatentSource,
+) -> Result<Generation, GenerateError> {
+    let cfg = model.config();
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    if let Some((pos, &id)) = prompt.iter().enumerate().find(|(_, id)| **id < 0 || **id as usize >= cfg.vocab_size) {
+        return Err(GenerateError::TokenOutOfRange { id, pos, vocab: cfg.vocab_size });
+    }
+    if prompt.len() + opts.max_new_tokens > cfg.max_seq_len + 1 {
+        return Err(GenerateError::TooLong { prompt: prompt.len(), new: opts.max_new_tokens, max: cfg.max_seq_len + 1 });
+    }
+    if n == 0 {
+        return Err(GenerateError::Option("the number of samples must be at least 1".into()));
+    }
+    if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
+        return Err(GenerateError::Option(format!("temperature {} must be finite and ≥ 0", opts.temperature)));
+    }
+    if opts.top_k == Some(0) {
+        return Err(GenerateError::Option("top_k must be at least 1".into()));
+    }
+    if let Some(p) = opts.top_p
+        && !(p > 0.0 && p <= 1.0)
+    {
+        return Err(GenerateError::Option(format!("top_p {p} must lie in (0, 1]")));
+    }
+    let (b, p_len) = (n as i64, prompt.len() as i64);
+    let total_inputs = p_len + opts.max_new_tokens as i64 - 1;
+    let dev = model.device();
+    let pinned = match source {
+        LatentSource::Pinned(z) => {
+            let z = z.to_device(dev).to_kind(Kind::Int64);
+            let c = model.latent().map_or(0, |l| l.mapper.num_codes());
+            let ok_rows = z.dim() == 2 && (z.size()[0] == 1 || z.size()[0] == b);
+            if !ok_rows || z.size()[1] < total_inputs.max(p_len) {
+                return Err(GenerateError::Pinned(format!(
+                    "expected shape [{b} or 1, {}], got {:?}",
+                    total_inputs.max(p_len),
+                    z.size()
+                )));
+            }
+            if model.latent().is_some() && (z.min().int64_value(&[]) < 0 || z.max().int64_value(&[]) >= c) {
+                return Err(GenerateError::Pinned(format!("codes must lie in 0..{c}")));
+            }
+            Some(z.expand([b, z.size()[1]], false))
+        }
+        LatentSource::Shared { z_seed } => model.latent().map(|l| {
+            let ids = vec![0u64; n];
+            l.mapper.prior_codes(z_seed, &ids, 0, total_inputs.max(p_len), dev)
+        }),
+        LatentSource::Fresh => None,
+    };
+    let fresh_ids: Vec<u64> = (0..n as u64).collect();
+    tch::no_grad(|| {
+        tch::manual_seed((crate::rng::stream_seed(opts.seed, &[0x5a4d]) >> 1) as i64);
+        let mut cache = model.new_cache(b, total_inputs.max(p_len));
+        let tokens = Tensor::from_slice(prompt).to_device(dev).unsqueeze(0).expand([b, p_len], false).contiguous();
+        let mut out = vec![tokens.shallow_clone()];
+        let mut step_logits = Vec::new();
+        let mut input = tokens;
+        for step in 0..opts.max_new_tokens {
+            let pos = cache.len();
+            let t = input.size()[1];
+            let z = pinned.as_ref().map(|z| z.narrow(1, pos, t));
+            let latents = match (&z, step) {
+                (Some(z), _) => Latents::Pinned(z),
+                (None, 0) => Latents::Posterior,
+                (None, _) => Latents::Prior { seed: opts.seed, seq_ids: &fresh_ids },
+            };
+            let fwd = model.forward_with(&input, latents, false, Some(&mut cache));
+            let last = fwd.logits.select(1, t - 1).to_kind(Kind::Float);
+            let next = sample_token(&last, opts);
+            step_logits.push(last.unsqueeze(1));
+            out.push(next.shallow_clone());
+            input = next;
+        }
+        Ok(Generation {
+            tokens: Tensor::cat(&out, 1),
+            codes: cache.codes(),
+            logits: if step_logits.is_empty() {
+                Tensor::zeros([b, 0, cfg.vocab_size as i64], (Kind::Float, dev))
+            } else {
+                Tensor::cat(&step_logits, 1)
+            },
+        })
+    })
+}
+
+/// Draws one token per row from `[B, V]` logits with temperature, top-k and top-p: `[B, 1]`.
+pub fn sample_token(logits: &Tensor, opts: &SampleOptions) -> Tensor {
+    if opts.temperature == 0.0 {
+        return logits.argmax(-1, true);
+    }
+    let mut l = logits / opts.temperature;
+    let v = l.size()[1];
+    if let Some(k) = opts.top_k
+        && (k as i64) < v
+    {
+        let (top, _) = l.topk(k as i64, -1, true, true);
+        let kth = top.narrow(1, k as i64 - 1, 1);
+        l = l.masked_fill(&l.lt_tensor(&kth), f64::NEG_INFINITY);
+    }
+    if let Some(p) = opts.top_p
+        && p < 1.0
+    {
+        let (sorted, idx) = l.sort(-1, true);
+        let probs = sorted.softmax(-1, Kind::Float);
+        let before = probs.cumsum(-1, Kind::Float) - &probs;
+        let drop_sorted = before.gt(p);
+        let drop = drop_sorted.scatter(-1, &idx, &drop_sorted);
+        l = l.masked_fill(&drop, f64::NEG_INFINITY);
+    }
+    l.softmax(-1, Kind::Float).multinomial(1, true)
+}
