@@ -135,7 +135,7 @@ pub struct LatentConfig {
     /// How Eq. 8's gradient is computed.
     #[serde(default)]
     pub mapper_grad: MapperGrad,
-    /// Tokens per chunk in the fused mapper backward (0 = choose so scratch stays ≤ 64 MiB).
+    /// Tokens per chunk in the fused mapper backward (0 = choose so scratch stays ≤ 16 MiB).
     #[serde(default)]
     pub mapper_chunk: usize,
 }

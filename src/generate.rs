@@ -3,6 +3,7 @@
 //! a pinned Z tensor overrides both (the paper's Figure 4 green groups).
 
 use crate::model::{FreeTransformer, Latents};
+use crate::rng::{stream_seed, uniforms};
 use tch::{Kind, Tensor};
 
 /// Token sampling settings.
@@ -145,7 +146,6 @@ pub fn generate(
     };
     let fresh_ids: Vec<u64> = (0..n as u64).collect();
     tch::no_grad(|| {
-        tch::manual_seed((crate::rng::stream_seed(opts.seed, &[0x5a4d]) >> 1) as i64);
         let mut cache = model.new_cache(b, total_inputs.max(p_len));
         let tokens = Tensor::from_slice(prompt).to_device(dev).unsqueeze(0).expand([b, p_len], false).contiguous();
         let mut out = vec![tokens.shallow_clone()];
@@ -157,12 +157,12 @@ pub fn generate(
             let z = pinned.as_ref().map(|z| z.narrow(1, pos, t));
             let latents = match (&z, step) {
                 (Some(z), _) => Latents::Pinned(z),
-                (None, 0) => Latents::Posterior,
+                (None, 0) => Latents::Posterior { key: stream_seed(opts.seed, &[0x9e1f]) },
                 (None, _) => Latents::Prior { seed: opts.seed, seq_ids: &fresh_ids },
             };
             let fwd = model.forward_with(&input, latents, false, Some(&mut cache));
             let last = fwd.logits.select(1, t - 1).to_kind(Kind::Float);
-            let next = sample_token(&last, opts);
+            let next = sample_token(&last, opts, stream_seed(opts.seed, &[0x70c5, step as u64]));
             step_logits.push(last.unsqueeze(1));
             out.push(next.shallow_clone());
             input = next;
@@ -179,8 +179,9 @@ pub fn generate(
     })
 }
 
-/// Draws one token per row from `[B, V]` logits with temperature, top-k and top-p: `[B, 1]`.
-pub fn sample_token(logits: &Tensor, opts: &SampleOptions) -> Tensor {
+/// Draws one token per row from `[B, V]` logits with temperature, top-k and top-p: `[B, 1]`. The
+/// draw inverts the CDF at uniforms from the stream `key` (reproducible, no global generator).
+pub fn sample_token(logits: &Tensor, opts: &SampleOptions, key: u64) -> Tensor {
     if opts.temperature == 0.0 {
         return logits.argmax(-1, true);
     }
@@ -203,5 +204,9 @@ pub fn sample_token(logits: &Tensor, opts: &SampleOptions) -> Tensor {
         let drop = drop_sorted.scatter(-1, &idx, &drop_sorted);
         l = l.masked_fill(&drop, f64::NEG_INFINITY);
     }
-    l.softmax(-1, Kind::Float).multinomial(1, true)
+    let cdf = l.softmax(-1, Kind::Float).cumsum(-1, Kind::Float);
+    let b = cdf.size()[0];
+    let u = uniforms(key, &[b, 1]).to_device(cdf.device()) * cdf.narrow(1, v - 1, 1);
+    // Index of the first token whose CDF exceeds u, so tokens of zero mass are never chosen.
+    cdf.le_tensor(&u).sum_dim_intlist(-1, true, Kind::Int64).clamp_max(v - 1)
 }

@@ -4,12 +4,16 @@
 //! `train` / `generate` / `eval` → the `freet` CLI.
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod encoder;
+pub mod eval;
 pub mod figure4;
 pub mod generate;
 pub mod loss;
 pub mod mapper;
 pub mod model;
+pub mod optim;
 pub mod rng;
+pub mod train;

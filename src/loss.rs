@@ -27,14 +27,14 @@ pub fn token_nll(logits: &Tensor, targets: &Tensor) -> Tensor {
         .to_kind(Kind::Float)
         .view([b * t, v])
         .log_softmax(-1, Kind::Float)
-        .g_nll_loss::<Tensor>(&targets.view([b * t]), None, Reduction::None, -100)
+        .g_nll_loss::<Tensor>(&targets.reshape([b * t]), None, Reduction::None, -100)
         .view([b, t])
 }
 
 /// Mean cross-entropy over every predicted position.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
     let (b, t, v) = logits.size3().expect("logits are [B, T, V]");
-    logits.to_kind(Kind::Float).view([b * t, v]).cross_entropy_for_logits(&targets.view([b * t]))
+    logits.to_kind(Kind::Float).view([b * t, v]).cross_entropy_for_logits(&targets.reshape([b * t]))
 }
 
 /// The differentiable loss terms of one forward pass.

@@ -1,1 +1,346 @@
-fn main(){}
+//! The `freet` command line: train, sample, eval, demo.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use freet::checkpoint;
+use freet::config::RunConfig;
+use freet::data::Tokenizer;
+use freet::figure4::{Group, Panel, render_text};
+use freet::generate::{LatentSource, SampleOptions, generate};
+use freet::train::{TrainOptions, TrainSummary, dataset, train};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tch::Device;
+
+const DEMO_CONFIG: &str = include_str!("../configs/demo.toml");
+const DEMO_BASELINE_CONFIG: &str = include_str!("../configs/demo-baseline.toml");
+
+#[derive(Parser)]
+#[command(name = "freet", version, about = "The Free Transformer (Fleuret 2025) in Rust: train, sample, evaluate")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model from a TOML config (or resume a run).
+    Train(TrainArgs),
+    /// Sample continuations of a prompt from a checkpoint.
+    Sample(SampleArgs),
+    /// Held-out evaluation with honest bounds (prior-Z CE, ELBO) for a Free Transformer.
+    Eval(EvalArgs),
+    /// Train a small Free Transformer on the synthetic task (≤ 10 min on 2 CPU cores) and show
+    /// samples with fresh Z (blue group) and shared Z (green groups).
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DeviceArg {
+    /// auto (CUDA when available), cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl DeviceArg {
+    fn get(&self) -> Result<Device> {
+        match self.device.as_str() {
+            "cpu" => Ok(Device::Cpu),
+            "auto" => Ok(Device::cuda_if_available()),
+            "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            "cuda" => bail!("--device cuda: no CUDA device is available to libtorch"),
+            other => bail!("--device {other}: expected auto, cpu or cuda"),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The run's TOML config.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config value, e.g. --set model.latent.kappa_bits=1/8 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Run directory (config.toml, metrics.jsonl, checkpoints/).
+    #[arg(long, default_value = "runs/train")]
+    out: PathBuf,
+    /// Continue from the run directory's latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Prior-Z draws per evaluation.
+    #[arg(long, default_value_t = 1)]
+    eval_prior_samples: usize,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A checkpoint directory, or a run directory (its latest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The prompt text (synthetic task: e.g. "Q>").
+    #[arg(long)]
+    prompt: String,
+    /// Number of samples.
+    #[arg(short, long, default_value_t = 5)]
+    n: usize,
+    /// Tokens to generate (default: complete a synthetic sequence, else 128).
+    #[arg(long)]
+    max_new: Option<usize>,
+    /// Softmax temperature (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Keep the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Seed of token sampling and of fresh latents.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Share one whole Z (drawn from the prior with --z-seed) across all samples.
+    #[arg(long)]
+    shared_z: bool,
+    /// Seed of the shared Z.
+    #[arg(long, default_value_t = 0)]
+    z_seed: u64,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A checkpoint directory, or a run directory (its latest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Validation batches (default: the run's train.eval_batches).
+    #[arg(long)]
+    batches: Option<usize>,
+    /// Prior-Z draws averaged for the prior CE.
+    #[arg(long, default_value_t = 8)]
+    prior_samples: usize,
+    /// Seed of the latent draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Run directory.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Override a demo config value (repeatable), e.g. --set train.steps=100.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Samples per group.
+    #[arg(long, default_value_t = 5)]
+    group_size: usize,
+    /// Also train the baseline (same architecture, no latent) for a speed comparison.
+    #[arg(long)]
+    with_baseline: bool,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled terminates at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    Ok(stop)
+}
+
+fn print_summary(s: &TrainSummary) {
+    if s.interrupted {
+        eprintln!("interrupted: checkpoint saved at step {} in {}", s.steps, s.checkpoint.display());
+    }
+    println!(
+        "trained to step {} ({} tokens in {:.1} s, {:.0} tok/s); last batch: ce {:.4}{}",
+        s.steps,
+        s.tokens,
+        s.elapsed_s,
+        s.tokens_per_s,
+        s.last.ce,
+        s.last.kl_bits.map(|k| format!(", kl {k:.3} bits/token")).unwrap_or_default()
+    );
+    if let Some(e) = &s.eval {
+        print!("{}", e.render());
+    }
+    println!("checkpoint: {}", s.checkpoint.display());
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let run = RunConfig::load(&a.config, &a.overrides)?;
+    let mut opts = TrainOptions::new(&a.out);
+    opts.resume = a.resume;
+    opts.device = a.device.get()?;
+    opts.progress = !a.quiet;
+    opts.eval_prior_samples = a.eval_prior_samples;
+    opts.stop = stop_flag()?;
+    let s = train(&run, &opts)?;
+    print_summary(&s);
+    Ok(())
+}
+
+fn encode_prompt(tok: Tokenizer, prompt: &str) -> Result<Vec<i64>> {
+    let ids = tok.encode(prompt).map_err(|e| anyhow!("--prompt: {e}"))?;
+    Ok(ids.into_iter().map(i64::from).collect())
+}
+
+fn decode_rows(tok: Tokenizer, tokens: &tch::Tensor) -> Result<Vec<String>> {
+    let rows: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(tokens).context("tokens to host")?;
+    rows.into_iter()
+        .map(|r| tok.decode(&r.into_iter().map(|v| v as u32).collect::<Vec<_>>()).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn default_max_new(tok: Tokenizer, prompt_len: usize) -> usize {
+    match tok {
+        Tokenizer::Synthetic => freet::data::SYNTH_LEN.saturating_sub(prompt_len).max(1),
+        Tokenizer::Bytes => 128,
+    }
+}
+
+fn cmd_sample(a: SampleArgs) -> Result<()> {
+    let loaded = checkpoint::load(&a.checkpoint, a.device.get()?)?;
+    let prompt = encode_prompt(loaded.tokenizer, &a.prompt)?;
+    let opts = SampleOptions {
+        max_new_tokens: a.max_new.unwrap_or_else(|| default_max_new(loaded.tokenizer, prompt.len())),
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    };
+    let source = if a.shared_z { LatentSource::Shared { z_seed: a.z_seed } } else { LatentSource::Fresh };
+    let g = generate(&loaded.model, &prompt, a.n, &opts, source)?;
+    for s in decode_rows(loaded.tokenizer, &g.tokens)? {
+        println!("{s}");
+    }
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let loaded = checkpoint::load(&a.checkpoint, a.device.get()?)?;
+    let state = loaded
+        .state
+        .ok_or_else(|| anyhow!("{}: no state.json, so the validation data is unknown", loaded.dir.display()))?;
+    let data = dataset(&state.run)?;
+    let n = a.batches.unwrap_or(state.run.train.eval_batches);
+    if n == 0 {
+        bail!("--batches must be at least 1");
+    }
+    let val = data.val_batches(n, state.run.train.batch_size);
+    let report = freet::eval::evaluate(&loaded.model, &val, a.prior_samples, a.seed);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("checkpoint {} (step {})", loaded.dir.display(), state.step);
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+fn cmd_demo(a: DemoArgs) -> Result<()> {
+    let device = a.device.get()?;
+    let stop = stop_flag()?;
+    let run = RunConfig::from_toml_str(DEMO_CONFIG, "the built-in demo config", &a.overrides)?;
+    if a.out.join("checkpoints").exists() {
+        std::fs::remove_dir_all(a.out.join("checkpoints"))
+            .with_context(|| format!("cannot clear {}", a.out.join("checkpoints").display()))?;
+    }
+    let kappa = run.model.latent.kappa_bits.map_or(0.0, |k| k.0);
+    println!(
+        "freet demo: training a Free Transformer (H = {}, κ = {} bit/token) on the synthetic task for {} steps",
+        run.model.latent.bits, kappa, run.train.steps
+    );
+    let mut opts = TrainOptions::new(a.out.join("free-transformer"));
+    opts.device = device;
+    opts.stop = Arc::clone(&stop);
+    let _ = std::fs::remove_dir_all(&opts.out_dir);
+    let s = train(&run, &opts)?;
+    print_summary(&s);
+    if a.with_baseline {
+        let base = RunConfig::from_toml_str(DEMO_BASELINE_CONFIG, "the built-in baseline config", &a.overrides)?;
+        let mut bopts = TrainOptions::new(a.out.join("baseline"));
+        bopts.device = device;
+        bopts.stop = stop;
+        let _ = std::fs::remove_dir_all(&bopts.out_dir);
+        println!("training the baseline (same architecture, no latent) for comparison");
+        let b = train(&base, &bopts)?;
+        print_summary(&b);
+        println!(
+            "train throughput: baseline {:.0} tok/s, Free Transformer {:.0} tok/s (ratio {:.2})",
+            b.tokens_per_s,
+            s.tokens_per_s,
+            s.tokens_per_s / b.tokens_per_s
+        );
+    }
+    let loaded = checkpoint::load(&s.checkpoint, device)?;
+    let letter = (b'A' + (run.train.seed % 26) as u8) as char;
+    let prompt = encode_prompt(loaded.tokenizer, &format!("{letter}>"))?;
+    let opts = SampleOptions { max_new_tokens: default_max_new(loaded.tokenizer, 2), seed: 7, ..Default::default() };
+    let n = a.group_size;
+    let blue = generate(&loaded.model, &prompt, n, &opts, LatentSource::Fresh)?;
+    let mut groups = vec![Group::blue(decode_rows(loaded.tokenizer, &blue.tokens)?)];
+    for z_seed in [1u64, 2] {
+        let g = generate(&loaded.model, &prompt, n, &opts, LatentSource::Shared { z_seed })?;
+        groups.push(Group::green(decode_rows(loaded.tokenizer, &g.tokens)?));
+    }
+    let panel = Panel { title: format!("κ = {kappa} bit, prompt {letter}>"), groups };
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    println!("\n{}", render_text(&[panel], colour));
+    println!(
+        "blue: every sample draws its own Z; green: the samples of a group share one Z drawn from the prior.\n\
+         If Z carries the target position, green groups place their targets alike."
+    );
+    Ok(())
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Train(a) => cmd_train(a),
+        Cmd::Sample(a) => cmd_sample(a),
+        Cmd::Eval(a) => cmd_eval(a),
+        Cmd::Demo(a) => cmd_demo(a),
+    }
+}
+
+fn main() -> ExitCode {
+    // libtorch errors surface as panics inside tch; inputs are validated first, and anything left
+    // is reported as one line rather than a backtrace.
+    std::panic::set_hook(Box::new(|_| {}));
+    match std::panic::catch_unwind(run) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            // libtorch messages carry a C++ backtrace after the first line (escaped or not).
+            let first = msg.split("\\n").next().unwrap_or(msg).lines().next().unwrap_or(msg);
+            eprintln!("error: internal failure: {first}");
+            ExitCode::from(2)
+        }
+    }
+}

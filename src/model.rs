@@ -12,8 +12,12 @@ use tch::{Device, Kind, Tensor};
 /// Where the latents Z come from in a forward pass (spec §2.2).
 #[derive(Debug, Clone, Copy)]
 pub enum Latents<'a> {
-    /// The encoder reads the tokens non-causally and its bits are sampled (training, prefill, eval).
-    Posterior,
+    /// The encoder reads the tokens non-causally and its bits are sampled with uniforms from the
+    /// stream `key` (training, prefill, eval).
+    Posterior {
+        /// Key of the bit draws.
+        key: u64,
+    },
     /// Uniform codes, one per position, keyed by `(seed, seq_ids[b], position)` (generation).
     Prior {
         /// Seed of the draw.
@@ -139,6 +143,10 @@ impl FreeTransformer {
     /// decoder initialisation.
     pub fn new(cfg: &ModelConfig, device: Device, seed: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        // Initialisation draws from torch's global generator: hold a lock so that concurrent
+        // constructions (threads, tests) cannot interleave their draws.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed((seed & (i64::MAX as u64)) as i64);
         let vs = VarStore::new(device);
         let root = vs.root();
@@ -253,10 +261,10 @@ impl FreeTransformer {
         };
         // x is X_m: both the encoder (keys/values) and block[m] read it. It is not detached.
         let (codes, o) = match latents {
-            Latents::Posterior => {
+            Latents::Posterior { key } => {
                 assert_eq!(pos, 0, "the encoder runs only over a whole prompt, on an empty cache");
                 let o = lat.encoder.forward(&x, &self.rope);
-                (lat.mapper.sample(&o), Some(o))
+                (lat.mapper.sample(&o, key), Some(o))
             }
             Latents::Prior { seed, seq_ids } => (lat.mapper.prior_codes(seed, seq_ids, pos, t, self.device()), None),
             Latents::Pinned(z) => (z.to_device(self.device()).to_kind(Kind::Int64), None),

@@ -22,9 +22,18 @@ pub fn stream_seed(seed: u64, parts: &[u64]) -> u64 {
     splitmix64(state ^ (parts.len() as u64).wrapping_mul(0xA076_1D64_78BD_642F))
 }
 
-/// The torch seed for a given training micro-step: makes bit sampling reproducible on resume.
-pub fn torch_step_seed(seed: u64, step: u64, micro: u64) -> i64 {
-    (stream_seed(seed, &[0x7354_6570, step, micro]) >> 1) as i64
+/// The key of the latent draws of one training micro-step: makes bit sampling reproducible on resume.
+pub fn step_key(seed: u64, step: u64, micro: u64) -> u64 {
+    stream_seed(seed, &[0x7354_6570, step, micro])
+}
+
+/// A CPU fp32 tensor of the given shape filled with `U[0, 1)` draws from the stream `key`.
+pub fn uniforms(key: u64, shape: &[i64]) -> tch::Tensor {
+    use rand::{Rng, SeedableRng};
+    let n: i64 = shape.iter().product();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(key);
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+    tch::Tensor::from_slice(&v).view(shape)
 }
 
 #[cfg(test)]

@@ -1,0 +1,364 @@
+//! The training loop: gradient accumulation, AdamW with warm-up + cosine decay, global-norm
+//! clipping, periodic held-out evaluation, JSONL metrics, atomic checkpoints and exact resume.
+//! Every random draw is a pure function of `(seed, step, micro-batch)`, so a resumed run follows
+//! the uninterrupted one exactly.
+
+use crate::checkpoint::{self, FORMAT_VERSION, TrainState};
+use crate::config::{DataConfig, NonFinite, RunConfig};
+use crate::data::{Dataset, SyntheticTask, TextDataset, Tokenizer};
+use crate::eval::{EvalReport, evaluate, to_batch};
+use crate::loss::LossStats;
+use crate::model::{FreeTransformer, Latents};
+use crate::optim::{AdamW, learning_rate};
+use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::Device;
+
+/// How to run a training job.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Run directory: `config.toml`, `metrics.jsonl`, `checkpoints/`.
+    pub out_dir: PathBuf,
+    /// Continue from the run directory's latest checkpoint.
+    pub resume: bool,
+    /// Where to train.
+    pub device: Device,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Prior-Z draws per evaluation.
+    pub eval_prior_samples: usize,
+    /// Set to true (e.g. by SIGINT/SIGTERM) to checkpoint and stop after the current step.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl TrainOptions {
+    /// Defaults: CPU, progress bar, 1 prior draw per evaluation.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        TrainOptions {
+            out_dir: out_dir.into(),
+            resume: false,
+            device: Device::Cpu,
+            progress: true,
+            eval_prior_samples: 1,
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// Optimizer steps completed.
+    pub steps: u64,
+    /// Tokens consumed in this invocation.
+    pub tokens: u64,
+    /// Seconds spent in this invocation.
+    pub elapsed_s: f64,
+    /// Training throughput of this invocation (tokens per second, evaluation excluded).
+    pub tokens_per_s: f64,
+    /// Loss figures of the last step.
+    pub last: LossStats,
+    /// The final held-out evaluation.
+    pub eval: Option<EvalReport>,
+    /// The last checkpoint written.
+    pub checkpoint: PathBuf,
+    /// Stopped early by a signal.
+    pub interrupted: bool,
+}
+
+/// One metrics line.
+#[derive(Debug, Serialize)]
+struct MetricsLine<'a> {
+    step: u64,
+    lr: f64,
+    grad_norm: f64,
+    tokens: u64,
+    tok_per_s: f64,
+    elapsed_s: f64,
+    #[serde(flatten)]
+    stats: &'a LossStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval: Option<&'a EvalReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'a str>,
+}
+
+/// Builds the dataset a run config names.
+pub fn dataset(run: &RunConfig) -> Result<Dataset> {
+    Ok(match &run.data {
+        DataConfig::Synthetic => Dataset::Synthetic(SyntheticTask::new(run.train.seed)),
+        DataConfig::Text { path, seq_len, val_fraction } => {
+            Dataset::Text(TextDataset::from_file(path, *seq_len, *val_fraction, run.train.seed)?)
+        }
+    })
+}
+
+/// The tokenizer a run config implies.
+pub fn tokenizer(run: &RunConfig) -> Tokenizer {
+    match run.data {
+        DataConfig::Synthetic => Tokenizer::Synthetic,
+        DataConfig::Text { .. } => Tokenizer::Bytes,
+    }
+}
+
+/// Trains (or resumes) a run.
+pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    run.validate()?;
+    let tc = &run.train;
+    if tc.threads > 0 {
+        tch::set_num_threads(tc.threads as i32);
+    }
+    let data = dataset(run)?;
+    let tok = tokenizer(run);
+    let ckpt_dir = opts.out_dir.join("checkpoints");
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("cannot create run directory {}", opts.out_dir.display()))?;
+
+    let (model, mut opt, mut state) = if opts.resume {
+        let loaded = checkpoint::load(&ckpt_dir, opts.device)
+            .with_context(|| format!("cannot resume from {}", ckpt_dir.display()))?;
+        let state = loaded.state.ok_or_else(|| anyhow!("{}: no state.json to resume from", loaded.dir.display()))?;
+        if state.run.model != run.model || state.run.data != run.data {
+            bail!(
+                "{}: the checkpoint's model/data config differs from the given config; resume with the run's own \
+                 config.toml",
+                loaded.dir.display()
+            );
+        }
+        let mut opt = AdamW::new(loaded.model.var_store(), tc);
+        checkpoint::load_optimizer(&loaded.dir, &mut opt, state.step)?;
+        let mut state = state;
+        state.run = run.clone();
+        truncate_metrics(&opts.out_dir.join("metrics.jsonl"), state.step)?;
+        (loaded.model, opt, state)
+    } else {
+        if checkpoint::list(&ckpt_dir).last().is_some() {
+            bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", ckpt_dir.display());
+        }
+        let model = FreeTransformer::new(&run.model, opts.device, tc.seed)?;
+        let opt = AdamW::new(model.var_store(), tc);
+        let state = TrainState {
+            format_version: FORMAT_VERSION,
+            step: 0,
+            tokens_seen: 0,
+            elapsed_s: 0.0,
+            data_cursor: (0, 0),
+            run: run.clone(),
+        };
+        let _ = std::fs::remove_file(opts.out_dir.join("metrics.jsonl"));
+        (model, opt, state)
+    };
+    let cfg_text = toml::to_string_pretty(run)?;
+    checkpoint::write_atomic(&opts.out_dir.join("config.toml"), cfg_text.as_bytes())?;
+
+    let val = data.val_batches(tc.eval_batches, tc.batch_size);
+    if val.is_empty() {
+        bail!("the validation split holds no batch: use a longer text or a larger data.val_fraction");
+    }
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(opts.out_dir.join("metrics.jsonl"))
+        .with_context(|| format!("cannot open {}", opts.out_dir.join("metrics.jsonl").display()))?;
+
+    let tokens_per_step = (tc.batch_size * tc.grad_accum * (data.seq_len() - 1)) as u64;
+    let start_step = state.step;
+    let bar = progress_bar(opts.progress, tc.steps, start_step);
+    let t0 = Instant::now();
+    let mut train_time = 0.0f64;
+    let mut last = LossStats::default();
+    let mut last_eval = None;
+    let mut last_ckpt = None;
+    let mut interrupted = false;
+
+    while state.step < tc.steps {
+        let step = state.step;
+        let ts = Instant::now();
+        let lr = learning_rate(tc, step);
+        let mut acc = LossAcc::default();
+        for micro in 0..tc.grad_accum as u64 {
+            let rows = data.train_batch(step, micro, tc.batch_size);
+            let (x, y) = to_batch(&rows, opts.device);
+            let key = crate::rng::step_key(tc.seed, step, micro);
+            let fwd = model.forward(&x, Latents::Posterior { key }, true);
+            let loss = model.loss(&fwd, &y);
+            model.backward(&fwd, &loss, 1.0 / tc.grad_accum as f64);
+            acc.add(loss.stats());
+        }
+        let stats = acc.mean();
+        let grad_norm = opt.grad_norm();
+        let finite = stats.loss.is_finite() && grad_norm.is_finite();
+        let mut skipped = None;
+        if !finite {
+            opt.zero_grad();
+            match tc.on_nonfinite {
+                NonFinite::Stop => {
+                    bar.abandon();
+                    bail!(
+                        "non-finite {} at step {} (loss {}, grad norm {}); stopped, the last checkpoint is untouched{}",
+                        if stats.loss.is_finite() { "gradient" } else { "loss" },
+                        step + 1,
+                        stats.loss,
+                        grad_norm,
+                        last_ckpt.as_ref().map(|p: &PathBuf| format!(" ({})", p.display())).unwrap_or_default()
+                    );
+                }
+                NonFinite::Skip => skipped = Some("non-finite loss or gradient: step skipped"),
+            }
+        } else {
+            opt.clip(grad_norm, tc.grad_clip);
+            opt.step(lr);
+            opt.zero_grad();
+        }
+        train_time += ts.elapsed().as_secs_f64();
+        state.step += 1;
+        state.tokens_seen += tokens_per_step;
+        state.data_cursor = (state.step, 0);
+        let done = (state.step - start_step) * tokens_per_step;
+        let tok_s = done as f64 / train_time.max(1e-9);
+        let is_last = state.step == tc.steps;
+        let stop_now = opts.stop.load(Ordering::SeqCst);
+        let eval_now = is_last || (tc.eval_every > 0 && state.step % tc.eval_every == 0);
+        let eval = eval_now.then(|| evaluate(&model, &val, opts.eval_prior_samples, tc.seed));
+        if eval.is_some() || state.step % tc.log_every == 0 || is_last || skipped.is_some() {
+            let line = MetricsLine {
+                step: state.step,
+                lr,
+                grad_norm,
+                tokens: state.tokens_seen,
+                tok_per_s: tok_s,
+                elapsed_s: state.elapsed_s + t0.elapsed().as_secs_f64(),
+                stats: &stats,
+                eval: eval.as_ref(),
+                skipped,
+            };
+            writeln!(metrics, "{}", serde_json::to_string(&line)?).context("cannot append to metrics.jsonl")?;
+            metrics.flush()?;
+        }
+        bar.set_position(state.step);
+        bar.set_message(progress_message(&stats, tok_s, eval.as_ref()));
+        if eval.is_some() {
+            last_eval = eval;
+        }
+        last = stats;
+        let ckpt_now = is_last || stop_now || (tc.checkpoint_every > 0 && state.step % tc.checkpoint_every == 0);
+        if ckpt_now {
+            let mut s = state.clone();
+            s.elapsed_s += t0.elapsed().as_secs_f64();
+            last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, tok, Some(&opt), &s, tc.keep_last)?);
+        }
+        if stop_now && !is_last {
+            interrupted = true;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let checkpoint = match last_ckpt {
+        Some(p) => p,
+        None => checkpoint::resolve(&ckpt_dir)?,
+    };
+    let done = (state.step - start_step) * tokens_per_step;
+    Ok(TrainSummary {
+        steps: state.step,
+        tokens: done,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+        tokens_per_s: done as f64 / train_time.max(1e-9),
+        last,
+        eval: last_eval,
+        checkpoint,
+        interrupted,
+    })
+}
+
+#[derive(Default)]
+struct LossAcc {
+    n: f64,
+    sum: LossStats,
+}
+
+impl LossAcc {
+    fn add(&mut self, s: LossStats) {
+        let add = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (None, b) => b,
+            (a, None) => a,
+        };
+        self.n += 1.0;
+        self.sum.ce += s.ce;
+        self.sum.loss += s.loss;
+        self.sum.kl_nats = add(self.sum.kl_nats, s.kl_nats);
+        self.sum.kl_bits = add(self.sum.kl_bits, s.kl_bits);
+        self.sum.free_bits = add(self.sum.free_bits, s.free_bits);
+        self.sum.frac_above_kappa = add(self.sum.frac_above_kappa, s.frac_above_kappa);
+        if self.sum.per_bit_kl_bits.is_empty() {
+            self.sum.per_bit_kl_bits = s.per_bit_kl_bits;
+        } else {
+            for (a, b) in self.sum.per_bit_kl_bits.iter_mut().zip(s.per_bit_kl_bits) {
+                *a += b;
+            }
+        }
+    }
+
+    fn mean(mut self) -> LossStats {
+        let n = self.n.max(1.0);
+        let div = |v: Option<f64>| v.map(|v| v / n);
+        self.sum.ce /= n;
+        self.sum.loss /= n;
+        self.sum.kl_nats = div(self.sum.kl_nats);
+        self.sum.kl_bits = div(self.sum.kl_bits);
+        self.sum.free_bits = div(self.sum.free_bits);
+        self.sum.frac_above_kappa = div(self.sum.frac_above_kappa);
+        for v in &mut self.sum.per_bit_kl_bits {
+            *v /= n;
+        }
+        self.sum
+    }
+}
+
+fn progress_bar(show: bool, total: u64, start: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(start);
+    bar
+}
+
+fn progress_message(s: &LossStats, tok_s: f64, eval: Option<&EvalReport>) -> String {
+    let mut m = format!("ce {:.3}", s.ce);
+    if let Some(kl) = s.kl_bits {
+        m += &format!(" kl {kl:.3}b");
+    }
+    m += &format!(" {:.1}k tok/s", tok_s / 1000.0);
+    if let Some(e) = eval {
+        m += &format!(" | val {:.3}", e.headline_nats());
+    }
+    m
+}
+
+/// Drops metrics lines past `step` (written after the checkpoint a resume starts from).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    checkpoint::write_atomic(path, kept.as_bytes())
+}
