@@ -1,0 +1,143 @@
+//! The `freet` binary on bad input: a one-line error naming the problem, a non-zero exit, never a
+//! panic or backtrace; and the happy path of train → sample → eval on a tiny model.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn freet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_freet")).args(args).output().expect("run freet")
+}
+
+/// Asserts a clean failure whose single stderr line contains every `needle`.
+fn fails_with(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert_eq!(out.status.code(), Some(1), "exit code for a user error; stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line error expected, got: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "error should mention {n:?}: {err}");
+    }
+}
+
+const TINY: &str = r#"
+[model]
+vocab_size = 29
+d_model = 32
+n_layers = 2
+n_heads = 2
+n_kv_heads = 1
+ffn_hidden = 64
+max_seq_len = 70
+[model.latent]
+bits = 6
+kappa_bits = "1/8"
+[train]
+steps = 2
+batch_size = 4
+lr = 1e-3
+eval_batches = 1
+[data]
+kind = "synthetic"
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn bad_configs_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run").display().to_string();
+    fails_with(&freet(&["train", "--config", "/nonexistent/x.toml", "--out", &out]), &["/nonexistent/x.toml"]);
+    let cfg = write(tmp.path(), "c.toml", TINY);
+    let cases: &[(&str, &[&str])] = &[
+        ("model.latent.bits=17", &["model.latent.bits"]),
+        ("model.latent.bits=0", &["model.latent.bits"]),
+        ("model.latent.kappa_bits=-0.5", &["kappa_bits"]),
+        ("model.n_kv_heads=3", &["n_kv_heads"]),
+        ("model.n_layers=0", &["n_layers"]),
+        ("model.colour=2", &["colour"]),
+        ("train.batch_size=\"many\"", &["batch_size"]),
+        ("model.vocab_size=300", &["vocab_size"]),
+        ("data.kind=\"text\"", &["path"]),
+    ];
+    for (o, needles) in cases {
+        fails_with(&freet(&["train", "--config", &cfg, "--set", o, "--out", &out]), needles);
+    }
+    let broken = write(tmp.path(), "broken.toml", "[model\nvocab_size = ");
+    fails_with(&freet(&["train", "--config", &broken, "--out", &out]), &["broken.toml"]);
+    let text_cfg = TINY.replace("kind = \"synthetic\"", "kind = \"text\"\npath = \"/no/such.txt\"\nseq_len = 33")
+        .replace("vocab_size = 29", "vocab_size = 256");
+    let tc = write(tmp.path(), "t.toml", &text_cfg);
+    fails_with(&freet(&["train", "--config", &tc, "--out", &out]), &["/no/such.txt"]);
+    let empty = write(tmp.path(), "empty.txt", "");
+    let tc = write(tmp.path(), "t2.toml", &text_cfg.replace("/no/such.txt", &empty));
+    fails_with(&freet(&["train", "--config", &tc, "--out", &out]), &["empty.txt"]);
+}
+
+#[test]
+fn train_sample_eval_and_bad_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write(tmp.path(), "c.toml", TINY);
+    let run = tmp.path().join("run");
+    let r = run.display().to_string();
+    let o = freet(&["train", "--config", &cfg, "--out", &r, "--quiet", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("ELBO") && stdout.contains("diagnostic"), "{stdout}");
+    assert!(run.join("metrics.jsonl").is_file() && run.join("config.toml").is_file());
+
+    let o = freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "-n", "3", "--seed", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l.starts_with("Q>") && l.chars().count() == 66), "{lines:?}");
+    let again = freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "-n", "3", "--seed", "1"]);
+    assert_eq!(o.stdout, again.stdout, "same seed, same samples");
+    let shared = freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "-n", "2", "--shared-z", "--temperature", "0"]);
+    let s: Vec<String> = String::from_utf8_lossy(&shared.stdout).lines().map(String::from).collect();
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0], s[1], "greedy decoding with one shared Z gives identical samples");
+
+    let o = freet(&["eval", "--checkpoint", &r, "--prior-samples", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["elbo"].as_f64().unwrap() > 0.0 && v["prior_ce"].as_f64().unwrap() > 0.0);
+    assert!(v["ce"].is_null(), "a Free Transformer reports no plain CE");
+
+    fails_with(&freet(&["sample", "--checkpoint", &r, "--prompt", "q>"]), &["'q'", "position 0"]);
+    fails_with(&freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "--max-new", "500"]), &["max_seq_len"]);
+    fails_with(&freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "--top-p", "1.5"]), &["top_p"]);
+    fails_with(&freet(&["sample", "--checkpoint", "/no/ckpt", "--prompt", "Q>"]), &["/no/ckpt"]);
+    fails_with(&freet(&["train", "--config", &cfg, "--out", &r]), &["--resume"]);
+
+    // Corrupt checkpoint files: truncated weights, bit-flipped header, broken JSON.
+    let ckpt = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let dir = run.join("checkpoints").join(ckpt.trim());
+    let weights = dir.join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &good[..good.len() / 2]).unwrap();
+    fails_with(&freet(&["sample", "--checkpoint", &r, "--prompt", "Q>"]), &["model.safetensors"]);
+    let mut flipped = good.clone();
+    flipped[3] ^= 0x40;
+    std::fs::write(&weights, &flipped).unwrap();
+    fails_with(&freet(&["eval", "--checkpoint", &r]), &["model.safetensors"]);
+    std::fs::write(&weights, &good).unwrap();
+    let cj = dir.join("config.json");
+    let good_cj = std::fs::read(&cj).unwrap();
+    std::fs::write(&cj, &good_cj[..good_cj.len() - 10]).unwrap();
+    fails_with(&freet(&["sample", "--checkpoint", &r, "--prompt", "Q>"]), &["config.json"]);
+    std::fs::write(&cj, &good_cj).unwrap();
+    let o = freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "-n", "1"]);
+    assert!(o.status.success(), "restored checkpoint loads again");
+}
+
+#[test]
+fn bad_device_is_a_user_error() {
+    fails_with(&freet(&["sample", "--checkpoint", ".", "--prompt", "A>", "--device", "tpu"]), &["tpu"]);
+}
