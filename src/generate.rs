@@ -94,18 +94,36 @@ pub fn generate(
     opts: &SampleOptions,
     source: LatentSource,
 ) -> Result<Generation, GenerateError> {
+    generate_batch(model, &vec![prompt.to_vec(); n], opts, source)
+}
+
+/// Generates one continuation per prompt; prompts must have equal lengths. Row `i` uses fresh-Z
+/// sequence id `i`, so a row's draws do not depend on the rest of the batch.
+pub fn generate_batch(
+    model: &FreeTransformer,
+    prompts: &[Vec<i64>],
+    opts: &SampleOptions,
+    source: LatentSource,
+) -> Result<Generation, GenerateError> {
     let cfg = model.config();
+    let n = prompts.len();
+    if n == 0 {
+        return Err(GenerateError::Option("the number of samples must be at least 1".into()));
+    }
+    let prompt = &prompts[0];
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
-    if let Some((pos, &id)) = prompt.iter().enumerate().find(|(_, id)| **id < 0 || **id as usize >= cfg.vocab_size) {
-        return Err(GenerateError::TokenOutOfRange { id, pos, vocab: cfg.vocab_size });
+    if prompts.iter().any(|p| p.len() != prompt.len()) {
+        return Err(GenerateError::Option("prompts of one batch must have equal lengths".into()));
+    }
+    for p in prompts {
+        if let Some((pos, &id)) = p.iter().enumerate().find(|(_, id)| **id < 0 || **id as usize >= cfg.vocab_size) {
+            return Err(GenerateError::TokenOutOfRange { id, pos, vocab: cfg.vocab_size });
+        }
     }
     if prompt.len() + opts.max_new_tokens > cfg.max_seq_len + 1 {
         return Err(GenerateError::TooLong { prompt: prompt.len(), new: opts.max_new_tokens, max: cfg.max_seq_len + 1 });
-    }
-    if n == 0 {
-        return Err(GenerateError::Option("the number of samples must be at least 1".into()));
     }
     if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
         return Err(GenerateError::Option(format!("temperature {} must be finite and ≥ 0", opts.temperature)));
@@ -147,7 +165,8 @@ pub fn generate(
     let fresh_ids: Vec<u64> = (0..n as u64).collect();
     tch::no_grad(|| {
         let mut cache = model.new_cache(b, total_inputs.max(p_len));
-        let tokens = Tensor::from_slice(prompt).to_device(dev).unsqueeze(0).expand([b, p_len], false).contiguous();
+        let flat: Vec<i64> = prompts.iter().flatten().copied().collect();
+        let tokens = Tensor::from_slice(&flat).view([b, p_len]).to_device(dev);
         let mut out = vec![tokens.shallow_clone()];
         let mut step_logits = Vec::new();
         let mut input = tokens;

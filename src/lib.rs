@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod eval;
+pub mod experiment;
 pub mod figure4;
 pub mod generate;
 pub mod loss;

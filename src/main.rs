@@ -35,6 +35,46 @@ enum Cmd {
     /// Train a small Free Transformer on the synthetic task (≤ 10 min on 2 CPU cores) and show
     /// samples with fresh Z (blue group) and shared Z (green groups).
     Demo(DemoArgs),
+    /// Reproduce the paper's experiments.
+    #[command(subcommand)]
+    Experiment(ExperimentCmd),
+}
+
+#[derive(Subcommand)]
+enum ExperimentCmd {
+    /// The synthetic task of §4.1 / Figure 4: a baseline and κ = 1/64, 1/8, 1, 8 bits, the figure's
+    /// blue/green groups, and regime metrics over many groups.
+    Figure4(Figure4Args),
+}
+
+#[derive(Args)]
+struct Figure4Args {
+    /// Working directory (trained models go under models/).
+    #[arg(long, default_value = "runs/figure4")]
+    out: PathBuf,
+    /// Report directory (figure4.md, figure4.svg, results.json, samples.json); default: --out.
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+    /// Tiny models and few steps: a smoke test in about 3 minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Groups per regime measurement (default 200; 20 with --quick).
+    #[arg(long)]
+    groups: Option<usize>,
+    /// Samples per group.
+    #[arg(long, default_value_t = 8)]
+    group_size: usize,
+    /// Reuse arms already trained to their final step.
+    #[arg(long)]
+    reuse: bool,
+    /// Override a value in every arm's config (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    device: DeviceArg,
 }
 
 #[derive(Args)]
@@ -311,6 +351,38 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_figure4(a: Figure4Args) -> Result<()> {
+    let groups = a.groups.unwrap_or(if a.quick { 20 } else { 200 });
+    if groups == 0 || a.group_size < 2 {
+        bail!("--groups must be ≥ 1 and --group-size ≥ 2 (agreement needs pairs)");
+    }
+    let command = std::iter::once("freet".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let o = freet::experiment::Figure4Options {
+        report_dir: a.report_dir.unwrap_or_else(|| a.out.clone()),
+        out: a.out,
+        quick: a.quick,
+        groups,
+        group_size: a.group_size,
+        reuse: a.reuse,
+        device: a.device.get()?,
+        progress: !a.quiet,
+        overrides: a.overrides,
+        command,
+        stop: stop_flag()?,
+    };
+    let results = freet::experiment::run_figure4(&o)?;
+    for r in &results {
+        println!(
+            "{:<22} position agreement fresh {} shared {}; validity {}",
+            r.panel.title,
+            r.fresh.position_agreement.map_or("–".into(), |v| format!("{v:.3}")),
+            r.shared.position_agreement.map_or("–".into(), |v| format!("{v:.3}")),
+            r.shared.validity.map_or("–".into(), |v| format!("{v:.3}"))
+        );
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -318,6 +390,7 @@ fn run() -> Result<()> {
         Cmd::Sample(a) => cmd_sample(a),
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Demo(a) => cmd_demo(a),
+        Cmd::Experiment(ExperimentCmd::Figure4(a)) => cmd_figure4(a),
     }
 }
 

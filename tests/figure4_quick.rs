@@ -1,0 +1,62 @@
+//! `freet experiment figure4 --quick`: the report has its structure, and every metric in it is
+//! recomputed here from the generated samples it ships.
+
+use freet::experiment::{ArmSamples, Figure4Options, run_figure4};
+use freet::figure4::aggregate;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+#[test]
+fn quick_experiment_report_is_complete_and_computed_from_samples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Figure4Options {
+        out: tmp.path().join("work"),
+        report_dir: tmp.path().join("report"),
+        quick: true,
+        groups: 6,
+        group_size: 4,
+        reuse: false,
+        device: tch::Device::Cpu,
+        progress: false,
+        overrides: vec![],
+        command: "freet experiment figure4 --quick".into(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let results = run_figure4(&o).unwrap();
+    assert_eq!(results.len(), 5);
+    let md = std::fs::read_to_string(o.report_dir.join("figure4.md")).unwrap();
+    for needle in ["| arm |", "κ = 1/64 bit", "κ = 1/8 bit", "κ = 1 bit", "κ = 8 bits", "baseline", "figure4.svg", "Quick mode"] {
+        assert!(md.contains(needle), "report lacks {needle:?}");
+    }
+    assert_eq!(md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| arm")).count(), 5);
+    let svg = std::fs::read_to_string(o.report_dir.join("figure4.svg")).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"));
+    assert_eq!(svg.matches("box blue").count(), 5, "one blue group per panel");
+    assert_eq!(svg.matches("box green").count(), 10, "two green groups per panel");
+
+    let samples: Vec<ArmSamples> =
+        serde_json::from_str(&std::fs::read_to_string(o.report_dir.join("samples.json")).unwrap()).unwrap();
+    assert_eq!(samples.len(), 5);
+    for (arm, r) in samples.iter().zip(&results) {
+        assert_eq!(arm.name, r.name);
+        assert_eq!(arm.fresh.len(), 6);
+        for g in arm.fresh.iter().chain(&arm.shared) {
+            assert_eq!(g.len(), 4);
+        }
+        for (g, &l) in arm.fresh.iter().zip(&arm.letters) {
+            for s in g {
+                assert_eq!(s.chars().count(), 66, "{s}");
+                assert!(s.starts_with(&format!("{l}>")), "{s}");
+            }
+        }
+        let fresh = aggregate(&arm.fresh, &arm.letters).unwrap();
+        let shared = aggregate(&arm.shared, &arm.letters).unwrap();
+        assert_eq!(fresh, r.fresh, "{}: fresh metrics are recomputable from samples.json", arm.name);
+        assert_eq!(shared, r.shared, "{}: shared metrics are recomputable from samples.json", arm.name);
+        assert_eq!(r.fresh.n_samples, 24);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(o.report_dir.join("results.json")).unwrap()).unwrap();
+    assert!(json[1]["eval"]["elbo"].as_f64().is_some(), "FT arms report the ELBO");
+    assert!(json[0]["eval"]["ce"].as_f64().is_some(), "the baseline reports its exact CE");
+}
