@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         let rows = data.train_batch(step, 0, run.train.batch_size);
         let (x, y) = to_batch(&rows, tch::Device::Cpu);
         let t0 = Instant::now();
-        let fwd = model.forward(&x, Latents::Posterior, true);
+        let fwd = model.forward(&x, Latents::Posterior { key: step }, true);
         let t1 = Instant::now();
         let loss = model.loss(&fwd, &y);
         let _ = loss.ce.double_value(&[]);

@@ -42,8 +42,7 @@ impl Rope {
     /// Tables for positions `0..max_len` and head width `head_dim`.
     pub fn new(head_dim: usize, max_len: usize, theta: f64, device: Device) -> Self {
         let half = head_dim / 2;
-        let inv: Vec<f32> =
-            (0..half).map(|j| (theta.powf(-(2.0 * j as f64) / head_dim as f64)) as f32).collect();
+        let inv: Vec<f32> = (0..half).map(|j| (theta.powf(-(2.0 * j as f64) / head_dim as f64)) as f32).collect();
         let inv = Tensor::from_slice(&inv);
         let t = Tensor::arange(max_len as i64, (Kind::Float, Device::Cpu));
         let freqs = t.unsqueeze(1) * inv.unsqueeze(0); // [T, half]

@@ -261,7 +261,11 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded> {
     if let Some(s) = &state
         && s.format_version != FORMAT_VERSION
     {
-        bail!("{}: format version {} is not supported (expected {FORMAT_VERSION})", state_path.display(), s.format_version);
+        bail!(
+            "{}: format version {} is not supported (expected {FORMAT_VERSION})",
+            state_path.display(),
+            s.format_version
+        );
     }
     Ok(Loaded { model, tokenizer: cj.freet.tokenizer, state, dir })
 }

@@ -236,19 +236,19 @@ impl ModelConfig {
         if self.n_heads == 0 || self.n_kv_heads == 0 {
             return Err(value_err("model.n_heads", "n_heads and n_kv_heads must be positive"));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(value_err(
                 "model.n_kv_heads",
                 format!("{} does not divide n_heads = {}", self.n_kv_heads, self.n_heads),
             ));
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(value_err(
                 "model.n_heads",
                 format!("{} does not divide d_model = {}", self.n_heads, self.d_model),
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(value_err("model.n_heads", "head dim d_model/n_heads must be even for RoPE"));
         }
         if self.ffn_hidden == 0 {
@@ -310,10 +310,7 @@ impl ModelConfig {
     pub fn param_counts(&self) -> (usize, usize, usize) {
         let d = self.d_model;
         let dh = self.head_dim();
-        let block = d * (self.n_heads * dh) * 2
-            + d * (self.n_kv_heads * dh) * 2
-            + 3 * d * self.ffn_hidden
-            + 2 * d;
+        let block = d * (self.n_heads * dh) * 2 + d * (self.n_kv_heads * dh) * 2 + 3 * d * self.ffn_hidden + 2 * d;
         let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
         let decoder = self.vocab_size * d + self.n_layers * block + d + head;
         match self.latent() {
@@ -505,8 +502,8 @@ pub struct RunConfig {
 impl RunConfig {
     /// Reads a TOML file, applies `key=value` overrides, then validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::from_toml_str(&text, &path.display().to_string(), overrides)
     }
 
@@ -534,10 +531,7 @@ impl RunConfig {
                 if self.model.vocab_size != crate::data::Tokenizer::Synthetic.vocab_size() {
                     return Err(value_err(
                         "model.vocab_size",
-                        format!(
-                            "{} does not match the synthetic task's 29 symbols",
-                            self.model.vocab_size
-                        ),
+                        format!("{} does not match the synthetic task's 29 symbols", self.model.vocab_size),
                     ));
                 }
                 if self.model.max_seq_len < crate::data::SYNTH_LEN - 1 {
@@ -593,9 +587,7 @@ pub fn apply_override(root: &mut toml::Value, spec: &str) -> Result<(), ConfigEr
     let parts: Vec<&str> = key.split('.').collect();
     for part in &parts[..parts.len() - 1] {
         let table = node.as_table_mut().ok_or_else(|| ConfigError::Override(spec.to_string()))?;
-        node = table
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     }
     let table = node.as_table_mut().ok_or_else(|| ConfigError::Override(spec.to_string()))?;
     table.insert(parts[parts.len() - 1].to_string(), parsed);

@@ -12,9 +12,9 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use crate::rng::stream_seed;
 #[cfg(test)]
 use crate::rng::splitmix64;
+pub use crate::rng::stream_seed;
 use serde::{Deserialize, Serialize};
 
 /// Length in characters (and tokens) of one synthetic sequence: "L>" plus a 64-char body.
@@ -103,9 +103,7 @@ pub enum DataError {
         seq_len: usize,
     },
     /// A character outside the synthetic vocabulary was encoded.
-    #[error(
-        "symbol {symbol:?} at position {position} is not in the synthetic vocabulary (A-Z, _, !, >)"
-    )]
+    #[error("symbol {symbol:?} at position {position} is not in the synthetic vocabulary (A-Z, _, !, >)")]
     UnknownSymbol {
         /// The offending character.
         symbol: char,
@@ -113,9 +111,7 @@ pub enum DataError {
         position: usize,
     },
     /// A token id at or above the vocabulary size was decoded.
-    #[error(
-        "token id {id} at position {position} is out of range for the {tokenizer} vocabulary (size {vocab_size})"
-    )]
+    #[error("token id {id} at position {position} is out of range for the {tokenizer} vocabulary (size {vocab_size})")]
     TokenOutOfRange {
         /// The offending id.
         id: u32,
@@ -148,9 +144,7 @@ fn synthetic_ids<R: Rng + ?Sized>(rng: &mut R) -> [u32; SYNTH_LEN] {
 
 /// Maps in-vocabulary synthetic ids (all < 29 by construction) to their string.
 fn synthetic_ids_to_string(ids: &[u32]) -> String {
-    ids.iter()
-        .map(|&id| char::from(SYNTH_ALPHABET[id as usize]))
-        .collect()
+    ids.iter().map(|&id| char::from(SYNTH_ALPHABET[id as usize])).collect()
 }
 
 /// Draws one 66-char synthetic sample "L>body" (letter, uniform 8-long target start, then 1/16 noise).
@@ -242,9 +236,7 @@ impl Tokenizer {
             Tokenizer::Synthetic => text
                 .chars()
                 .enumerate()
-                .map(|(position, symbol)| {
-                    synthetic_id(symbol).ok_or(DataError::UnknownSymbol { symbol, position })
-                })
+                .map(|(position, symbol)| synthetic_id(symbol).ok_or(DataError::UnknownSymbol { symbol, position }))
                 .collect(),
             Tokenizer::Bytes => Ok(text.bytes().map(u32::from).collect()),
         }
@@ -253,17 +245,8 @@ impl Tokenizer {
     /// Decodes ids to text; ids at or above the vocabulary size are errors, bytes decode lossily.
     pub fn decode(&self, ids: &[u32]) -> Result<String, DataError> {
         let vocab_size = self.vocab_size();
-        if let Some((position, &id)) = ids
-            .iter()
-            .enumerate()
-            .find(|&(_, &id)| id as usize >= vocab_size)
-        {
-            return Err(DataError::TokenOutOfRange {
-                id,
-                position,
-                tokenizer: self.name(),
-                vocab_size,
-            });
+        if let Some((position, &id)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= vocab_size) {
+            return Err(DataError::TokenOutOfRange { id, position, tokenizer: self.name(), vocab_size });
         }
         Ok(match self {
             Tokenizer::Synthetic => synthetic_ids_to_string(ids),
@@ -316,85 +299,40 @@ impl fmt::Debug for TextDataset {
 
 impl TextDataset {
     /// Reads `path` as bytes; the last `val_fraction` of them (rounded) is held out for validation.
-    pub fn from_file(
-        path: &Path,
-        seq_len: usize,
-        val_fraction: f64,
-        seed: u64,
-    ) -> Result<Self, DataError> {
+    pub fn from_file(path: &Path, seq_len: usize, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
         let source = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| DataError::Io {
-            path: source.clone(),
-            source: e,
-        })?;
+        let bytes = std::fs::read(path).map_err(|e| DataError::Io { path: source.clone(), source: e })?;
         Self::build(source, bytes, seq_len, val_fraction, seed)
     }
 
     /// Like [`TextDataset::from_file`] but from in-memory bytes (errors name "<memory>").
-    pub fn from_bytes(
-        bytes: Vec<u8>,
-        seq_len: usize,
-        val_fraction: f64,
-        seed: u64,
-    ) -> Result<Self, DataError> {
-        Self::build(
-            MEMORY_SOURCE.to_string(),
-            bytes,
-            seq_len,
-            val_fraction,
-            seed,
-        )
+    pub fn from_bytes(bytes: Vec<u8>, seq_len: usize, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
+        Self::build(MEMORY_SOURCE.to_string(), bytes, seq_len, val_fraction, seed)
     }
 
     /// Validates the parameters and splits the corpus.
-    fn build(
-        source: String,
-        bytes: Vec<u8>,
-        seq_len: usize,
-        val_fraction: f64,
-        seed: u64,
-    ) -> Result<Self, DataError> {
+    fn build(source: String, bytes: Vec<u8>, seq_len: usize, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
         if bytes.is_empty() {
             return Err(DataError::EmptyFile { path: source });
         }
         // NaN fails both comparisons, so it is rejected too.
         if !(val_fraction > 0.0 && val_fraction < 1.0) {
-            return Err(DataError::InvalidValFraction {
-                path: source,
-                val_fraction,
-            });
+            return Err(DataError::InvalidValFraction { path: source, val_fraction });
         }
         if seq_len < 2 {
-            return Err(DataError::SeqLenTooSmall {
-                path: source,
-                seq_len,
-            });
+            return Err(DataError::SeqLenTooSmall { path: source, seq_len });
         }
         let len = bytes.len();
         let val_len = ((len as f64) * val_fraction).round() as usize;
         let val_len = val_len.min(len);
         let train_end = len - val_len;
         if train_end < seq_len {
-            return Err(DataError::TrainRegionTooShort {
-                path: source,
-                len: train_end,
-                seq_len,
-            });
+            return Err(DataError::TrainRegionTooShort { path: source, len: train_end, seq_len });
         }
         if val_len < seq_len {
-            return Err(DataError::ValRegionTooShort {
-                path: source,
-                len: val_len,
-                seq_len,
-            });
+            return Err(DataError::ValRegionTooShort { path: source, len: val_len, seq_len });
         }
-        Ok(Self {
-            source,
-            bytes,
-            train_end,
-            seq_len,
-            seed,
-        })
+        Ok(Self { source, bytes, train_end, seq_len, seed })
     }
 
     /// Where the bytes came from (the path as displayed, or "<memory>").
@@ -432,17 +370,12 @@ impl TextDataset {
 
     /// Byte tokens of the window starting at `start`.
     fn window(&self, start: usize) -> Vec<u32> {
-        self.bytes[start..start + self.seq_len]
-            .iter()
-            .map(|&b| u32::from(b))
-            .collect()
+        self.bytes[start..start + self.seq_len].iter().map(|&b| u32::from(b)).collect()
     }
 
     /// A training batch: `batch_size` windows, a pure function of (seed, step, micro, row).
     pub fn train_batch(&self, step: u64, micro: u64, batch_size: usize) -> Vec<Vec<u32>> {
-        (0..batch_size as u64)
-            .map(|row| self.window(self.train_window_start(step, micro, row)))
-            .collect()
+        (0..batch_size as u64).map(|row| self.window(self.train_window_start(step, micro, row))).collect()
     }
 
     /// Non-overlapping validation windows in order, at most `n_batches` batches, never wrapping.
@@ -455,9 +388,7 @@ impl TextDataset {
             return Vec::new();
         }
         let n_windows = n_batches.saturating_mul(batch_size).min(self.val_windows());
-        let windows: Vec<Vec<u32>> = (0..n_windows)
-            .map(|w| self.window(self.train_end + w * self.seq_len))
-            .collect();
+        let windows: Vec<Vec<u32>> = (0..n_windows).map(|w| self.window(self.train_end + w * self.seq_len)).collect();
         windows.chunks(batch_size).map(<[_]>::to_vec).collect()
     }
 }
@@ -499,9 +430,9 @@ impl Dataset {
     /// example stream, and resuming from `step` reproduces the run exactly.
     pub fn train_batch(&self, step: u64, micro: u64, batch_size: usize) -> Vec<Vec<u32>> {
         match self {
-            Dataset::Synthetic(task) => (0..batch_size as u64)
-                .map(|row| task.train_ids(step, micro, row).to_vec())
-                .collect(),
+            Dataset::Synthetic(task) => {
+                (0..batch_size as u64).map(|row| task.train_ids(step, micro, row).to_vec()).collect()
+            }
             Dataset::Text(t) => t.train_batch(step, micro, batch_size),
         }
     }
@@ -512,10 +443,7 @@ impl Dataset {
             Dataset::Synthetic(task) => (0..n_batches as u64)
                 .map(|b| {
                     (0..batch_size as u64)
-                        .map(|r| {
-                            task.sequence_ids(Split::Val, b * batch_size as u64 + r)
-                                .to_vec()
-                        })
+                        .map(|r| task.sequence_ids(Split::Val, b * batch_size as u64 + r).to_vec())
                         .collect()
                 })
                 .collect(),
@@ -554,11 +482,7 @@ mod tests {
             .filter(|&s| {
                 body.iter().enumerate().all(|(i, &c)| {
                     let inside = (s..s + SYNTH_TARGET_LEN).contains(&i);
-                    if inside {
-                        c == letter || c == b'!'
-                    } else {
-                        c != letter
-                    }
+                    if inside { c == letter || c == b'!' } else { c != letter }
                 })
             })
             .collect()
@@ -622,10 +546,7 @@ mod tests {
                 let st = cands[0];
                 starts[st] += 1;
                 target_slots += SYNTH_TARGET_LEN;
-                target_noise += body[st..st + SYNTH_TARGET_LEN]
-                    .iter()
-                    .filter(|&&c| c == b'!')
-                    .count();
+                target_noise += body[st..st + SYNTH_TARGET_LEN].iter().filter(|&&c| c == b'!').count();
             } else {
                 ambiguous += 1;
             }
@@ -633,10 +554,7 @@ mod tests {
         let chi2 = |counts: &[usize]| {
             let total: usize = counts.iter().sum();
             let e = total as f64 / counts.len() as f64;
-            counts
-                .iter()
-                .map(|&c| (c as f64 - e).powi(2) / e)
-                .sum::<f64>()
+            counts.iter().map(|&c| (c as f64 - e).powi(2) / e).sum::<f64>()
         };
         // df = 25: the 99.9% quantile is about 52.6.
         let letter_chi2 = chi2(&letters);
@@ -703,10 +621,7 @@ mod tests {
         let t1 = SyntheticTask::new(1);
         let t2 = SyntheticTask::new(2);
         assert_eq!(t1.sequence(Split::Train, 3), t1.sequence(Split::Train, 3));
-        assert_eq!(
-            SyntheticTask::new(1).sequence(Split::Val, 3),
-            t1.sequence(Split::Val, 3)
-        );
+        assert_eq!(SyntheticTask::new(1).sequence(Split::Val, 3), t1.sequence(Split::Val, 3));
         let mut seen = HashSet::new();
         for i in 0..200 {
             assert!(seen.insert(t1.sequence(Split::Train, i)));
@@ -742,10 +657,7 @@ mod tests {
 
     #[test]
     fn decode_rejects_out_of_range_ids() {
-        let msg = Tokenizer::Synthetic
-            .decode(&[0, 29])
-            .unwrap_err()
-            .to_string();
+        let msg = Tokenizer::Synthetic.decode(&[0, 29]).unwrap_err().to_string();
         assert!(msg.contains("29") && msg.contains("position 1"), "{msg}");
         assert!(Tokenizer::Synthetic.decode(&[28]).is_ok());
         let msg = Tokenizer::Bytes.decode(&[65, 256]).unwrap_err().to_string();
@@ -759,9 +671,7 @@ mod tests {
     fn tokenizer_serde_names() {
         use serde::de::IntoDeserializer;
         use serde::de::value::Error;
-        let de = |s: &'static str| {
-            Tokenizer::deserialize(IntoDeserializer::<Error>::into_deserializer(s))
-        };
+        let de = |s: &'static str| Tokenizer::deserialize(IntoDeserializer::<Error>::into_deserializer(s));
         assert_eq!(de("synthetic").unwrap(), Tokenizer::Synthetic);
         assert_eq!(de("bytes").unwrap(), Tokenizer::Bytes);
         assert!(de("Bytes").is_err());
@@ -801,13 +711,7 @@ mod tests {
     /// 1000 bytes: training bytes cycle 0..97, validation bytes are 128 + i % 97.
     fn corpus(len: usize, val_len: usize) -> Vec<u8> {
         (0..len)
-            .map(|i| {
-                if i < len - val_len {
-                    (i % 97) as u8
-                } else {
-                    128 + ((i - (len - val_len)) % 97) as u8
-                }
-            })
+            .map(|i| if i < len - val_len { (i % 97) as u8 } else { 128 + ((i - (len - val_len)) % 97) as u8 })
             .collect()
     }
 
@@ -835,8 +739,7 @@ mod tests {
                     }
                     let start = ds.train_window_start(step, micro, row as u64);
                     assert!(start + 16 <= 750);
-                    let expect: Vec<u32> =
-                        bytes[start..start + 16].iter().map(|&b| b.into()).collect();
+                    let expect: Vec<u32> = bytes[start..start + 16].iter().map(|&b| b.into()).collect();
                     assert_eq!(w, &expect);
                     min_start = min_start.min(start);
                     max_start = max_start.max(start);

@@ -122,11 +122,11 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         let val = dataset(&run)?.val_batches(run.train.eval_batches, run.train.batch_size);
         let eval = evaluate(&model, &val, 4, run.train.seed);
         let kappa_bits = run.model.latent().and_then(|l| l.kappa_bits).map(|k| k.0);
-        let (fresh_s, shared_s, letters) = regime_samples(&model, o.groups, o.group_size, run.train.seed)?;
-        let fresh = figure4::aggregate(&fresh_s, &letters)?;
-        let shared = figure4::aggregate(&shared_s, &letters)?;
+        let samples = regime_samples(&model, name, o.groups, o.group_size, run.train.seed)?;
+        let fresh = figure4::aggregate(&samples.fresh, &samples.letters)?;
+        let shared = figure4::aggregate(&samples.shared, &samples.letters)?;
         let panel = figure_panel(&model, name, kappa_bits, run.train.seed)?;
-        all_samples.push(ArmSamples { name: name.into(), letters, fresh: fresh_s, shared: shared_s });
+        all_samples.push(samples);
         configs.push(run);
         results.push(ArmResult {
             name: name.into(),
@@ -187,12 +187,7 @@ fn decode(tokens: &Tensor) -> Result<Vec<String>> {
 }
 
 /// Fresh-Z and shared-Z groups for `groups` random prompt letters (the same letters for every arm).
-fn regime_samples(
-    model: &FreeTransformer,
-    groups: usize,
-    k: usize,
-    seed: u64,
-) -> Result<(Vec<Vec<String>>, Vec<Vec<String>>, Vec<char>)> {
+fn regime_samples(model: &FreeTransformer, name: &str, groups: usize, k: usize, seed: u64) -> Result<ArmSamples> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &[0xf164]));
     let letters: Vec<char> = (0..groups).map(|_| (b'A' + rng.random_range(0..26u8)) as char).collect();
     let prompts: Vec<Vec<i64>> = letters.iter().flat_map(|&l| std::iter::repeat_n(letter_ids(l), k)).collect();
@@ -211,7 +206,7 @@ fn regime_samples(
     };
     let shared = decode(&shared.tokens)?;
     let split = |v: Vec<String>| v.chunks(k).map(<[String]>::to_vec).collect::<Vec<_>>();
-    Ok((split(fresh), split(shared), letters))
+    Ok(ArmSamples { name: name.into(), letters, fresh: split(fresh), shared: split(shared) })
 }
 
 /// The paper's panel: one random prompt, a blue group (fresh Z) and two green groups (shared Z).
@@ -247,7 +242,11 @@ fn fmt_se(v: Option<f64>, se: Option<f64>) -> String {
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cpu}, {cores} cores, libtorch {} (tch 0.24)", "2.11.0")
@@ -255,7 +254,8 @@ pub fn machine() -> String {
 
 /// Today's UTC date as YYYY-MM-DD.
 pub fn today() -> String {
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
     // Civil-from-days (H. Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -304,7 +304,9 @@ fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, to
     s += "Fresh: every sample in a group draws its own Z. Shared: the samples of a group share one Z drawn from the \
           prior. Position agreement: fraction of pairs of valid samples whose target starts at the same index \
           (chance ≈ ";
-    s += &format!("{CHANCE_POSITION_AGREEMENT:.3}); noise agreement: mean Jaccard overlap of the `!` positions; ± is one standard error over groups.\n\n");
+    s += &format!(
+        "{CHANCE_POSITION_AGREEMENT:.3}); noise agreement: mean Jaccard overlap of the `!` positions; ± is one standard error over groups.\n\n"
+    );
     s += "| arm | validity fresh / shared | position agreement fresh | position agreement shared | noise agreement fresh | noise agreement shared | `!` rate (data 0.0625) | letter correct | KL bits/token | honest NLL (nats/token) | train min |\n";
     s += "|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in results {

@@ -111,15 +111,10 @@ pub fn parse_sample_for(s: &str, prompt: char) -> SampleInfo {
 fn parse_with_letter(s: &str, letter: Option<char>) -> SampleInfo {
     let chars: Vec<char> = s.chars().collect();
     let length_ok = chars.len() == SEQ_LEN;
-    let prompt_ok =
-        letter.is_some_and(|l| chars.first() == Some(&l) && chars.get(1) == Some(&PROMPT_SEP));
+    let prompt_ok = letter.is_some_and(|l| chars.first() == Some(&l) && chars.get(1) == Some(&PROMPT_SEP));
     let body: &[char] = chars.get(PROMPT_LEN..).unwrap_or(&[]);
-    let bang_positions: Vec<usize> = body
-        .iter()
-        .enumerate()
-        .filter(|&(_, &c)| c == NOISE_CHAR)
-        .map(|(i, _)| i)
-        .collect();
+    let bang_positions: Vec<usize> =
+        body.iter().enumerate().filter(|&(_, &c)| c == NOISE_CHAR).map(|(i, _)| i).collect();
     let mut letters = body.iter().copied().filter(char::is_ascii_uppercase);
     let letter_correct = match (letter, letters.next()) {
         (Some(l), Some(first)) => first == l && letters.all(|c| c == l),
@@ -154,11 +149,7 @@ fn find_target_start(body: &[char], letter: char) -> Option<usize> {
     // A window [s, s + 8) contains lo..=hi iff hi + 1 - 8 <= s <= lo.
     let first = (hi + 1).saturating_sub(TARGET_LEN);
     let last = lo.min(MAX_TARGET_START);
-    (first..=last).find(|&s| {
-        body[s..s + TARGET_LEN]
-            .iter()
-            .all(|&c| c == letter || c == NOISE_CHAR)
-    })
+    (first..=last).find(|&s| body[s..s + TARGET_LEN].iter().all(|&c| c == letter || c == NOISE_CHAR))
 }
 
 /// Jaccard index `|a ∩ b| / |a ∪ b|` of two position sets; two empty sets give 1.0.
@@ -195,10 +186,7 @@ pub struct GroupMetrics {
 
 /// Computes [`GroupMetrics`] of full samples that were all generated from `prompt`.
 pub fn group_metrics<S: AsRef<str>>(samples: &[S], prompt: char) -> GroupMetrics {
-    let infos: Vec<SampleInfo> = samples
-        .iter()
-        .map(|s| parse_sample_for(s.as_ref(), prompt))
-        .collect();
+    let infos: Vec<SampleInfo> = samples.iter().map(|s| parse_sample_for(s.as_ref(), prompt)).collect();
     group_metrics_from_infos(&infos)
 }
 
@@ -209,13 +197,10 @@ pub fn group_metrics_from_infos(infos: &[SampleInfo]) -> GroupMetrics {
     let well_formed: Vec<&SampleInfo> = infos.iter().filter(|i| i.well_formed()).collect();
 
     let position_agreement = mean_over_pairs(&starts, |a, b| f64::from(u8::from(a == b)));
-    let noise_agreement = mean_over_pairs(&well_formed, |a, b| {
-        jaccard(&a.bang_positions, &b.bang_positions)
-    });
+    let noise_agreement = mean_over_pairs(&well_formed, |a, b| jaccard(&a.bang_positions, &b.bang_positions));
     let fraction = |count: usize| (n > 0).then(|| count as f64 / n as f64);
     let bangs: usize = well_formed.iter().map(|i| i.bang_count).sum();
-    let bang_rate =
-        (!well_formed.is_empty()).then(|| bangs as f64 / (well_formed.len() * BODY_LEN) as f64);
+    let bang_rate = (!well_formed.is_empty()).then(|| bangs as f64 / (well_formed.len() * BODY_LEN) as f64);
 
     GroupMetrics {
         n_samples: n,
@@ -272,28 +257,17 @@ pub struct RegimeMetrics {
 }
 
 /// Aggregates groups of full samples; `prompt_letters[i]` is the prompt letter of `groups[i]`.
-pub fn aggregate<S: AsRef<str>>(
-    groups: &[Vec<S>],
-    prompt_letters: &[char],
-) -> Result<RegimeMetrics, Figure4Error> {
+pub fn aggregate<S: AsRef<str>>(groups: &[Vec<S>], prompt_letters: &[char]) -> Result<RegimeMetrics, Figure4Error> {
     if groups.len() != prompt_letters.len() {
-        return Err(Figure4Error::LengthMismatch {
-            groups: groups.len(),
-            letters: prompt_letters.len(),
-        });
+        return Err(Figure4Error::LengthMismatch { groups: groups.len(), letters: prompt_letters.len() });
     }
-    let metrics: Vec<GroupMetrics> = groups
-        .iter()
-        .zip(prompt_letters)
-        .map(|(g, &l)| group_metrics(g, l))
-        .collect();
+    let metrics: Vec<GroupMetrics> = groups.iter().zip(prompt_letters).map(|(g, &l)| group_metrics(g, l)).collect();
     Ok(aggregate_group_metrics(&metrics))
 }
 
 /// Aggregates already computed [`GroupMetrics`] into [`RegimeMetrics`].
 pub fn aggregate_group_metrics(groups: &[GroupMetrics]) -> RegimeMetrics {
-    let collect =
-        |f: fn(&GroupMetrics) -> Option<f64>| -> Vec<f64> { groups.iter().filter_map(f).collect() };
+    let collect = |f: fn(&GroupMetrics) -> Option<f64>| -> Vec<f64> { groups.iter().filter_map(f).collect() };
     let position = collect(|g| g.position_agreement);
     let noise = collect(|g| g.noise_agreement);
     RegimeMetrics {
@@ -348,18 +322,12 @@ pub struct Group {
 impl Group {
     /// A blue group: independent `Z` per sample.
     pub fn blue(samples: Vec<String>) -> Self {
-        Self {
-            kind: GroupKind::Blue,
-            samples,
-        }
+        Self { kind: GroupKind::Blue, samples }
     }
 
     /// A green group: one `Z` shared by all samples.
     pub fn green(samples: Vec<String>) -> Self {
-        Self {
-            kind: GroupKind::Green,
-            samples,
-        }
+        Self { kind: GroupKind::Green, samples }
     }
 }
 
@@ -402,11 +370,7 @@ pub fn group_headers(panel: &Panel) -> Vec<String> {
                 GroupKind::Green => ("green", "shared Z", n_green, &mut i_green),
             };
             *idx += 1;
-            if total > 1 {
-                format!("{name} {idx}: {what}")
-            } else {
-                format!("{name}: {what}")
-            }
+            if total > 1 { format!("{name} {idx}: {what}") } else { format!("{name}: {what}") }
         })
         .collect()
 }
@@ -462,11 +426,7 @@ fn push_ansi_sample(out: &mut String, sample: &str) {
     let prompt = sample.chars().next();
     for c in sample.chars() {
         if c.is_ascii_uppercase() {
-            let colour = if Some(c) == prompt {
-                ANSI_LETTER
-            } else {
-                ANSI_WRONG
-            };
+            let colour = if Some(c) == prompt { ANSI_LETTER } else { ANSI_WRONG };
             let _ = write!(out, "{colour}{c}{ANSI_RESET}");
         } else {
             out.push(c);
@@ -499,16 +459,8 @@ struct SvgStyle {
 
 fn svg_style(kind: GroupKind) -> SvgStyle {
     match kind {
-        GroupKind::Blue => SvgStyle {
-            stroke: "#1f5fbf",
-            fill: "#e3eeff",
-            class: "box blue",
-        },
-        GroupKind::Green => SvgStyle {
-            stroke: "#2e8b37",
-            fill: "#e2f5e4",
-            class: "box green",
-        },
+        GroupKind::Blue => SvgStyle { stroke: "#1f5fbf", fill: "#e3eeff", class: "box blue" },
+        GroupKind::Green => SvgStyle { stroke: "#2e8b37", fill: "#e2f5e4", class: "box green" },
     }
 }
 
@@ -540,24 +492,16 @@ pub fn render_svg(panels: &[Panel]) -> String {
     for panel in panels {
         cell_w = cell_w.max(panel.title.chars().count() as f64 * title_glyph_w);
         for (group, header) in panel.groups.iter().zip(group_headers(panel)) {
-            let longest = group
-                .samples
-                .iter()
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0);
-            let text_w =
-                (longest as f64 * glyph_w).max(header.chars().count() as f64 * header_glyph_w);
+            let longest = group.samples.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+            let text_w = (longest as f64 * glyph_w).max(header.chars().count() as f64 * header_glyph_w);
             cell_w = cell_w.max(text_w + 2.0 * SVG_BOX_PAD);
         }
     }
     cell_w = cell_w.ceil();
 
     let cols = panels.len().clamp(1, 2);
-    let row_heights: Vec<f64> = panels
-        .chunks(cols)
-        .map(|row| row.iter().map(svg_panel_height).fold(0.0, f64::max))
-        .collect();
+    let row_heights: Vec<f64> =
+        panels.chunks(cols).map(|row| row.iter().map(svg_panel_height).fold(0.0, f64::max)).collect();
     let width = 2.0 * SVG_MARGIN + cols as f64 * cell_w + (cols - 1) as f64 * SVG_PANEL_GAP_X;
     let height = 2.0 * SVG_MARGIN
         + row_heights.iter().sum::<f64>()
@@ -568,10 +512,8 @@ pub fn render_svg(panels: &[Panel]) -> String {
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" xml:space="preserve">"#
     );
-    let _ = writeln!(
-        out,
-        r#"<rect class="background" x="0" y="0" width="{width:.0}" height="{height:.0}" fill="white"/>"#
-    );
+    let _ =
+        writeln!(out, r#"<rect class="background" x="0" y="0" width="{width:.0}" height="{height:.0}" fill="white"/>"#);
 
     let mut row_y = SVG_MARGIN;
     for (r, row) in panels.chunks(cols).enumerate() {
@@ -612,8 +554,7 @@ fn render_svg_panel(out: &mut String, panel: &Panel, x0: f64, y0: f64, cell_w: f
             xml_escape(&header)
         );
         for (i, sample) in group.samples.iter().enumerate() {
-            let baseline =
-                y + SVG_BOX_PAD + SVG_HEADER_H + i as f64 * SVG_LINE_H + SVG_FONT_SIZE * 0.8;
+            let baseline = y + SVG_BOX_PAD + SVG_HEADER_H + i as f64 * SVG_LINE_H + SVG_FONT_SIZE * 0.8;
             let _ = writeln!(
                 out,
                 r##"<text class="sample" x="{tx:.1}" y="{baseline:.1}" font-family="{SVG_MONO_FONT}" font-size="{SVG_FONT_SIZE}" fill="#111">{}</text>"##,
@@ -632,11 +573,7 @@ fn svg_sample_spans(sample: &str) -> String {
     for (i, c) in sample.chars().enumerate() {
         let bold = i >= PROMPT_LEN && c.is_ascii_uppercase();
         if bold != in_bold {
-            out.push_str(if bold {
-                r#"<tspan font-weight="bold">"#
-            } else {
-                "</tspan>"
-            });
+            out.push_str(if bold { r#"<tspan font-weight="bold">"# } else { "</tspan>" });
             in_bold = bold;
         }
         push_xml_escaped(&mut out, c);
@@ -980,13 +917,7 @@ mod tests {
         assert_eq!(r.position_agreement, None);
         assert_eq!(r.position_agreement_se, None);
         let err = aggregate(&[g], &['A', 'B']).unwrap_err();
-        assert_eq!(
-            err,
-            Figure4Error::LengthMismatch {
-                groups: 1,
-                letters: 2
-            }
-        );
+        assert_eq!(err, Figure4Error::LengthMismatch { groups: 1, letters: 2 });
         let empty = aggregate::<String>(&[], &[]).unwrap();
         assert_eq!(empty.n_groups, 0);
         assert_eq!(empty.validity, None);
@@ -1019,18 +950,8 @@ mod tests {
     #[test]
     fn group_headers_numbering() {
         let panel = &example_panels()[0];
-        assert_eq!(
-            group_headers(panel),
-            vec![
-                "blue: independent Z",
-                "green 1: shared Z",
-                "green 2: shared Z"
-            ]
-        );
-        let single = Panel {
-            title: "x".into(),
-            groups: vec![Group::green(vec![])],
-        };
+        assert_eq!(group_headers(panel), vec!["blue: independent Z", "green 1: shared Z", "green 2: shared Z"]);
+        let single = Panel { title: "x".into(), groups: vec![Group::green(vec![])] };
         assert_eq!(group_headers(&single), vec!["green: shared Z"]);
     }
 
@@ -1067,11 +988,7 @@ mod tests {
                 }
             }
         }
-        let n_samples: usize = panels
-            .iter()
-            .flat_map(|p| &p.groups)
-            .map(|g| g.samples.len())
-            .sum();
+        let n_samples: usize = panels.iter().flat_map(|p| &p.groups).map(|g| g.samples.len()).sum();
         // titles + headers + samples + blank separators between panels.
         assert_eq!(lines.len(), 4 + 12 + n_samples + 3);
         assert!(!text.contains('\x1b'));
@@ -1085,10 +1002,7 @@ mod tests {
         assert!(text.contains(&format!("{ANSI_GREEN}green 2: shared Z{ANSI_RESET}")));
         assert!(text.contains(&format!("    {ANSI_LETTER}C{ANSI_RESET}>")));
         assert_eq!(strip_ansi(&text), render_text(&panels, false));
-        let wrong = Panel {
-            title: "t".into(),
-            groups: vec![Group::blue(vec!["C>__J".into()])],
-        };
+        let wrong = Panel { title: "t".into(), groups: vec![Group::blue(vec!["C>__J".into()])] };
         assert!(render_text(&[wrong], true).contains(&format!("{ANSI_WRONG}J{ANSI_RESET}")));
     }
 
@@ -1108,11 +1022,7 @@ mod tests {
         assert_eq!(count(&svg, "<g "), count(&svg, "</g>"));
         assert_eq!(count(&svg, "<text "), count(&svg, "</text>"));
         assert_eq!(count(&svg, "<tspan "), count(&svg, "</tspan>"));
-        let n_samples: usize = panels
-            .iter()
-            .flat_map(|p| &p.groups)
-            .map(|g| g.samples.len())
-            .sum();
+        let n_samples: usize = panels.iter().flat_map(|p| &p.groups).map(|g| g.samples.len()).sum();
         assert_eq!(count(&svg, r#"class="sample""#), n_samples);
         assert_eq!(count(&svg, r#"class="header""#), 12);
         assert_eq!(count(&svg, r#"class="title""#), 4);
@@ -1128,10 +1038,7 @@ mod tests {
     fn svg_escapes_and_handles_odd_inputs() {
         let panel = Panel {
             title: "a < b & c".into(),
-            groups: vec![
-                Group::blue(vec!["K><&\"'\u{1}".into(), String::new()]),
-                Group::green(vec![]),
-            ],
+            groups: vec![Group::blue(vec!["K><&\"'\u{1}".into(), String::new()]), Group::green(vec![])],
         };
         let svg = render_svg(&[panel]);
         assert!(svg.contains("a &lt; b &amp; c"));
@@ -1170,9 +1077,7 @@ mod tests {
         panels[0].groups[0].samples.push(valid_at('C', 3));
         let (_, h5b) = svg_size(&render_svg(&panels));
         assert!(h5b > h5);
-        panels[0].groups[0]
-            .samples
-            .push("C>".to_string() + &"_".repeat(100));
+        panels[0].groups[0].samples.push("C>".to_string() + &"_".repeat(100));
         let (w5c, _) = svg_size(&render_svg(&panels));
         assert!(w5c > w5);
     }

@@ -123,7 +123,11 @@ pub fn generate_batch(
         }
     }
     if prompt.len() + opts.max_new_tokens > cfg.max_seq_len + 1 {
-        return Err(GenerateError::TooLong { prompt: prompt.len(), new: opts.max_new_tokens, max: cfg.max_seq_len + 1 });
+        return Err(GenerateError::TooLong {
+            prompt: prompt.len(),
+            new: opts.max_new_tokens,
+            max: cfg.max_seq_len + 1,
+        });
     }
     if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
         return Err(GenerateError::Option(format!("temperature {} must be finite and ≥ 0", opts.temperature)));

@@ -10,7 +10,8 @@ use crate::rng::{stream_seed, uniforms};
 use tch::{Device, Kind, Tensor};
 
 /// Scratch budget of one chunk of the fused backward (`n × C` fp32). Measured on 2 Zen 4 cores at
-/// H = 16, D = 128: 16 MiB chunks (64 tokens) ran the backward in 685 ms against 805 ms for 64 MiB.
+/// H = 16, D = 128: 16 MiB chunks (64 tokens) ran the backward in 685 ms against 805 ms for 64 MiB
+/// (PyTorch, same libtorch, `examples/profile_step.rs` for the Rust side).
 const CHUNK_BYTES: i64 = 16 << 20;
 
 /// Sampling, packing, and the Eq. 8 gradient for `H` bits.
@@ -103,17 +104,29 @@ impl BinaryMapper {
             let table = self.table.to_kind(k);
             let n = o.size()[0];
             let et = e.tr();
+            let table_t = table.tr();
+            // Two [chunk, C] scratch buffers, allocated once and reused by every chunk: repeated
+            // allocation of tens of MiB fragments glibc's heap (measured: +871 MiB peak RSS for
+            // 4096 tokens at H = 16 with per-chunk allocation, against +186 MiB).
+            let rows = self.chunk.min(n.max(1));
+            let c = table.size()[0];
+            let w_buf = Tensor::empty([rows, c], (k, o.device()));
+            let gc_buf = Tensor::empty([rows, c], (k, o.device()));
             let mut parts = Vec::new();
             let mut start = 0;
             while start < n {
                 let len = self.chunk.min(n - start);
                 let oc = o.narrow(0, start, len);
-                let mut w = self.log_code_probs(&oc);
+                let mut w = w_buf.narrow(0, 0, len);
+                let mut gc = gc_buf.narrow(0, 0, len);
+                // log G = o·BITSᵀ − Σ_h softplus(o), then G = exp(log G), w = G ⊙ (δR·Eᵀ).
+                let _ = oc.mm_out(&mut w, &table_t);
+                let _ = w.g_sub_(&oc.softplus().sum_dim_intlist(-1, true, k));
                 let _ = w.exp_();
-                let gc = dr.narrow(0, start, len).matmul(&et);
+                let _ = dr.narrow(0, start, len).mm_out(&mut gc, &et);
                 let _ = w.g_mul_(&gc);
                 let s = w.sum_dim_intlist(-1, true, k);
-                parts.push(w.matmul(&table) - oc.sigmoid() * s);
+                parts.push(w.mm(&table) - oc.sigmoid() * s);
                 start += len;
             }
             Tensor::cat(&parts, 0)

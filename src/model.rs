@@ -47,7 +47,13 @@ pub struct Latent {
 impl Latent {
     /// `R = E[c]`, and, when training with posterior Z, the cut that lets the fused Eq. 8 gradient
     /// through: returns (decoder input, R as the decoder sees it, tape).
-    fn post_sample(&self, x_m: Tensor, codes: &Tensor, o: Option<&Tensor>, grad: bool) -> (Tensor, Tensor, Option<MapperTape>) {
+    fn post_sample(
+        &self,
+        x_m: Tensor,
+        codes: &Tensor,
+        o: Option<&Tensor>,
+        grad: bool,
+    ) -> (Tensor, Tensor, Option<MapperTape>) {
         let (b, t) = codes.size2().expect("codes are [B, T]");
         let r = self.post_sampler.index_select(0, &codes.reshape([-1])).view([b, t, -1]);
         match (o, grad, self.grad) {
@@ -63,7 +69,9 @@ impl Latent {
                 };
                 (x_leaf, r_leaf, Some(tape))
             }
-            (Some(o), true, MapperGrad::Dense) => (x_m, self.mapper.dense_post_sampler(o, codes, &self.post_sampler), None),
+            (Some(o), true, MapperGrad::Dense) => {
+                (x_m, self.mapper.dense_post_sampler(o, codes, &self.post_sampler), None)
+            }
             _ => (x_m, r, None),
         }
     }
@@ -245,7 +253,13 @@ impl FreeTransformer {
     /// Algorithm 2. `grad`: build the graph for training (inserts the fused-mapper cut). With a
     /// cache, `tokens` are the next positions after the cached ones and K/V are appended; the
     /// encoder (`Posterior`) may run only on an empty cache, over the whole prompt.
-    pub fn forward_with(&self, tokens: &Tensor, latents: Latents, grad: bool, mut cache: Option<&mut KvCache>) -> Forward {
+    pub fn forward_with(
+        &self,
+        tokens: &Tensor,
+        latents: Latents,
+        grad: bool,
+        mut cache: Option<&mut KvCache>,
+    ) -> Forward {
         let (_, t) = tokens.size2().expect("tokens are [B, T]");
         let pos = cache.as_ref().map_or(0, |c| c.len());
         let m = self.cfg.inject_at();
@@ -303,10 +317,12 @@ impl FreeTransformer {
         let dx = tape.x_leaf.grad();
         let (b, t, h) = tape.o.size3().expect("bit logits are [B, T, H]");
         let d = dr.size()[2];
-        let d_o = lat.mapper.grad_bit_logits(&tape.o.view([b * t, h]), &lat.post_sampler, &dr.view([b * t, d])).view([b, t, h]);
-        let mut surrogate = (&tape.o * &d_o).sum(Kind::Float)
-            + (&tape.r * &dr).sum(Kind::Float)
-            + (&tape.x_m * &dx).sum(Kind::Float);
+        let d_o = lat
+            .mapper
+            .grad_bit_logits(&tape.o.view([b * t, h]), &lat.post_sampler, &dr.view([b * t, d]))
+            .view([b, t, h]);
+        let mut surrogate =
+            (&tape.o * &d_o).sum(Kind::Float) + (&tape.r * &dr).sum(Kind::Float) + (&tape.x_m * &dx).sum(Kind::Float);
         if let Some(fb) = &loss.fb {
             surrogate += fb * scale;
         }

@@ -48,14 +48,7 @@ impl AdamW {
                 param,
             })
             .collect();
-        AdamW {
-            slots,
-            steps: 0,
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: cfg.adam_eps,
-            weight_decay: cfg.weight_decay,
-        }
+        AdamW { slots, steps: 0, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.adam_eps, weight_decay: cfg.weight_decay }
     }
 
     /// Optimizer steps taken.

@@ -139,7 +139,10 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         (loaded.model, opt, state)
     } else {
         if checkpoint::list(&ckpt_dir).last().is_some() {
-            bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", ckpt_dir.display());
+            bail!(
+                "{} already holds checkpoints: pass --resume to continue, or choose another --out",
+                ckpt_dir.display()
+            );
         }
         let model = FreeTransformer::new(&run.model, opts.device, tc.seed)?;
         let opt = AdamW::new(model.var_store(), tc);
@@ -224,9 +227,9 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let tok_s = done as f64 / train_time.max(1e-9);
         let is_last = state.step == tc.steps;
         let stop_now = opts.stop.load(Ordering::SeqCst);
-        let eval_now = is_last || (tc.eval_every > 0 && state.step % tc.eval_every == 0);
+        let eval_now = is_last || (tc.eval_every > 0 && state.step.is_multiple_of(tc.eval_every));
         let eval = eval_now.then(|| evaluate(&model, &val, opts.eval_prior_samples, tc.seed));
-        if eval.is_some() || state.step % tc.log_every == 0 || is_last || skipped.is_some() {
+        if eval.is_some() || state.step.is_multiple_of(tc.log_every) || is_last || skipped.is_some() {
             let line = MetricsLine {
                 step: state.step,
                 lr,
@@ -247,7 +250,8 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             last_eval = eval;
         }
         last = stats;
-        let ckpt_now = is_last || stop_now || (tc.checkpoint_every > 0 && state.step % tc.checkpoint_every == 0);
+        let ckpt_now =
+            is_last || stop_now || (tc.checkpoint_every > 0 && state.step.is_multiple_of(tc.checkpoint_every));
         if ckpt_now {
             let mut s = state.clone();
             s.elapsed_s += t0.elapsed().as_secs_f64();

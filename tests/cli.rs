@@ -71,7 +71,8 @@ fn bad_configs_fail_cleanly() {
     }
     let broken = write(tmp.path(), "broken.toml", "[model\nvocab_size = ");
     fails_with(&freet(&["train", "--config", &broken, "--out", &out]), &["broken.toml"]);
-    let text_cfg = TINY.replace("kind = \"synthetic\"", "kind = \"text\"\npath = \"/no/such.txt\"\nseq_len = 33")
+    let text_cfg = TINY
+        .replace("kind = \"synthetic\"", "kind = \"text\"\npath = \"/no/such.txt\"\nseq_len = 33")
         .replace("vocab_size = 29", "vocab_size = 256");
     let tc = write(tmp.path(), "t.toml", &text_cfg);
     fails_with(&freet(&["train", "--config", &tc, "--out", &out]), &["/no/such.txt"]);
@@ -99,7 +100,8 @@ fn train_sample_eval_and_bad_checkpoints() {
     assert!(lines.iter().all(|l| l.starts_with("Q>") && l.chars().count() == 66), "{lines:?}");
     let again = freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "-n", "3", "--seed", "1"]);
     assert_eq!(o.stdout, again.stdout, "same seed, same samples");
-    let shared = freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "-n", "2", "--shared-z", "--temperature", "0"]);
+    let shared =
+        freet(&["sample", "--checkpoint", &r, "--prompt", "Q>", "-n", "2", "--shared-z", "--temperature", "0"]);
     let s: Vec<String> = String::from_utf8_lossy(&shared.stdout).lines().map(String::from).collect();
     assert_eq!(s.len(), 2);
     assert_eq!(s[0], s[1], "greedy decoding with one shared Z gives identical samples");
