@@ -118,12 +118,12 @@ impl BinaryMapper {
                 let len = self.chunk.min(n - start);
                 let oc = o.narrow(0, start, len);
                 let mut w = w_buf.narrow(0, 0, len);
-                let mut gc = gc_buf.narrow(0, 0, len);
+                let gc = gc_buf.narrow(0, 0, len);
                 // log G = o·BITSᵀ − Σ_h softplus(o), then G = exp(log G), w = G ⊙ (δR·Eᵀ).
-                let _ = oc.mm_out(&mut w, &table_t);
+                let _ = oc.mm_out(&w, &table_t);
                 let _ = w.g_sub_(&oc.softplus().sum_dim_intlist(-1, true, k));
                 let _ = w.exp_();
-                let _ = dr.narrow(0, start, len).mm_out(&mut gc, &et);
+                let _ = dr.narrow(0, start, len).mm_out(&gc, &et);
                 let _ = w.g_mul_(&gc);
                 let s = w.sum_dim_intlist(-1, true, k);
                 parts.push(w.mm(&table) - oc.sigmoid() * s);
