@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := scripts/with-env
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build test demo lint fmt
+.PHONY: setup build test demo lint fmt reliability
 setup:
 	bash scripts/setup.sh
 build:
@@ -17,3 +17,5 @@ lint:
 	$(ENV) cargo clippy --release --all-targets -- -D warnings
 fmt:
 	$(ENV) cargo fmt
+reliability:
+	$(ENV) cargo test --release --test reliability -- --ignored --nocapture --test-threads 1

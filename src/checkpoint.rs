@@ -171,6 +171,18 @@ pub fn save(
     Ok(fin)
 }
 
+/// Removes temporary directories and files left in `dir` by a writer that was killed mid-save.
+/// Complete checkpoints and `latest` are never touched.
+pub fn clean_stale(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp-") || name.starts_with(".old-") || name.starts_with(".latest.tmp-") {
+            let p = entry.path();
+            let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        }
+    }
+}
+
 fn sorted_vars(model: &FreeTransformer) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));

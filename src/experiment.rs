@@ -214,10 +214,13 @@ fn figure_panel(model: &FreeTransformer, name: &str, kappa_bits: Option<f64>, se
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &[0xf16, 4]));
     let letter = (b'A' + rng.random_range(0..26u8)) as char;
     let prompts = vec![letter_ids(letter); 5];
-    let opts = SampleOptions { max_new_tokens: SYNTH_LEN - 2, seed: stream_seed(seed, &[5]), ..Default::default() };
-    let mut groups = vec![Group::blue(decode(&generate_batch(model, &prompts, &opts, LatentSource::Fresh)?.tokens)?)];
+    // Each group gets its own token-sampling seed: only Z should make green groups agree.
+    let opts =
+        |s| SampleOptions { max_new_tokens: SYNTH_LEN - 2, seed: stream_seed(seed, &[5, s]), ..Default::default() };
+    let mut groups =
+        vec![Group::blue(decode(&generate_batch(model, &prompts, &opts(0), LatentSource::Fresh)?.tokens)?)];
     for z_seed in [11u64, 12] {
-        let g = generate_batch(model, &prompts, &opts, LatentSource::Shared { z_seed })?;
+        let g = generate_batch(model, &prompts, &opts(z_seed), LatentSource::Shared { z_seed })?;
         groups.push(Group::green(decode(&g.tokens)?));
     }
     let title = match kappa_bits {

@@ -333,12 +333,14 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     let loaded = checkpoint::load(&s.checkpoint, device)?;
     let letter = (b'A' + (run.train.seed % 26) as u8) as char;
     let prompt = encode_prompt(loaded.tokenizer, &format!("{letter}>"))?;
-    let opts = SampleOptions { max_new_tokens: default_max_new(loaded.tokenizer, 2), seed: 7, ..Default::default() };
+    // Each group gets its own token-sampling seed: only Z should make green groups agree.
+    let opts =
+        |seed| SampleOptions { max_new_tokens: default_max_new(loaded.tokenizer, 2), seed, ..Default::default() };
     let n = a.group_size;
-    let blue = generate(&loaded.model, &prompt, n, &opts, LatentSource::Fresh)?;
+    let blue = generate(&loaded.model, &prompt, n, &opts(7), LatentSource::Fresh)?;
     let mut groups = vec![Group::blue(decode_rows(loaded.tokenizer, &blue.tokens)?)];
     for z_seed in [1u64, 2] {
-        let g = generate(&loaded.model, &prompt, n, &opts, LatentSource::Shared { z_seed })?;
+        let g = generate(&loaded.model, &prompt, n, &opts(100 + z_seed), LatentSource::Shared { z_seed })?;
         groups.push(Group::green(decode_rows(loaded.tokenizer, &g.tokens)?));
     }
     let panel = Panel { title: format!("κ = {kappa} bit, prompt {letter}>"), groups };

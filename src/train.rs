@@ -157,6 +157,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let _ = std::fs::remove_file(opts.out_dir.join("metrics.jsonl"));
         (model, opt, state)
     };
+    checkpoint::clean_stale(&ckpt_dir);
     let cfg_text = toml::to_string_pretty(run)?;
     checkpoint::write_atomic(&opts.out_dir.join("config.toml"), cfg_text.as_bytes())?;
 
