@@ -685,3 +685,43 @@ kind = "synthetic"
         assert!(enc > 0);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BASE: &str = "[model]\nvocab_size = 29\nd_model = 32\nn_layers = 2\nn_heads = 2\nn_kv_heads = 1\n\
+                        ffn_hidden = 64\nmax_seq_len = 70\n[model.latent]\nbits = 4\nkappa_bits = 0.5\n\
+                        [train]\nsteps = 1\nbatch_size = 1\nlr = 1e-3\n[data]\nkind = \"synthetic\"\n";
+
+    proptest! {
+        /// Any override, well-formed or not, yields a config or a one-line error; never a panic.
+        #[test]
+        fn overrides_never_panic(key in "[a-z_.]{0,24}", value in "\\PC{0,16}") {
+            let o = format!("{key}={value}");
+            match RunConfig::from_toml_str(BASE, "prop", &[o]) {
+                Ok(c) => prop_assert!(c.validate().is_ok()),
+                Err(e) => prop_assert!(!e.to_string().contains('\n')),
+            }
+        }
+
+        /// Numeric fields accept exactly the values validation allows.
+        #[test]
+        fn numeric_ranges_are_enforced(bits in -3i64..24, kappa in -2.0f64..20.0, layers in 0i64..6) {
+            let o = [
+                format!("model.latent.bits={bits}"),
+                format!("model.latent.kappa_bits={kappa}"),
+                format!("model.n_layers={layers}"),
+            ];
+            let ok = (1..=16).contains(&bits) && kappa >= 0.0 && kappa <= bits as f64 && layers >= 2;
+            prop_assert_eq!(RunConfig::from_toml_str(BASE, "prop", &o).is_ok(), ok);
+        }
+
+        /// Arbitrary text through the TOML front end never panics.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = RunConfig::from_toml_str(&text, "prop", &[]);
+        }
+    }
+}

@@ -875,4 +875,24 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        /// Dataset construction from arbitrary bytes and parameters returns Ok or Err, never panics,
+        /// and every training window it yields has the requested length.
+        #[test]
+        fn text_dataset_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            seq_len in 0usize..80,
+            val_fraction in -0.5f64..1.5,
+        ) {
+            if let Ok(ds) = TextDataset::from_bytes(bytes, seq_len, val_fraction, 1) {
+                let d = Dataset::Text(ds);
+                for row in d.train_batch(3, 0, 4) {
+                    prop_assert_eq!(row.len(), seq_len);
+                    prop_assert!(row.iter().all(|&t| t < 256));
+                }
+                let _ = d.val_batches(2, 3);
+            }
+        }
+    }
 }

@@ -143,3 +143,37 @@ fn train_sample_eval_and_bad_checkpoints() {
 fn bad_device_is_a_user_error() {
     fails_with(&freet(&["sample", "--checkpoint", ".", "--prompt", "A>", "--device", "tpu"]), &["tpu"]);
 }
+
+mod arguments {
+    use super::freet;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Random flags and values on every quick subcommand: usage errors or one-line errors, never
+        /// a panic or an internal failure. (`demo` and `experiment` would start training.)
+        #[test]
+        fn random_arguments_never_panic(
+            cmd in prop::sample::select(vec!["train", "sample", "eval"]),
+            args in proptest::collection::vec(
+                prop_oneof![
+                    prop::sample::select(vec![
+                        "--config", "--checkpoint", "--prompt", "--set", "-n", "--max-new", "--top-k",
+                        "--top-p", "--temperature", "--device", "--seed", "--batches", "--resume",
+                        "--shared-z", "--json", "--prior-samples",
+                    ]).prop_map(String::from),
+                    "[-a-z0-9=./>_]{0,10}",
+                ],
+                0..8,
+            ),
+        ) {
+            let mut all = vec![cmd.to_string()];
+            all.extend(args);
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            let out = freet(&refs);
+            let err = String::from_utf8_lossy(&out.stderr);
+            prop_assert!(!err.contains("panicked") && !err.contains("internal failure"), "{:?}: {}", all, err);
+            prop_assert!(out.status.code().is_some(), "killed by a signal: {:?}", all);
+        }
+    }
+}

@@ -50,8 +50,6 @@ fn write_config(dir: &Path) -> String {
     p.display().to_string()
 }
 
-
-
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");
