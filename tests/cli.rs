@@ -1,6 +1,8 @@
 //! The `freet` binary on bad input: a one-line error naming the problem, a non-zero exit, never a
 //! panic or backtrace; and the happy path of train → sample → eval on a tiny model.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -22,26 +24,17 @@ fn fails_with(out: &Output, needles: &[&str]) {
     }
 }
 
-const TINY: &str = r#"
-[model]
-vocab_size = 29
-d_model = 32
-n_layers = 2
-n_heads = 2
-n_kv_heads = 1
-ffn_hidden = 64
-max_seq_len = 70
-[model.latent]
-bits = 6
-kappa_bits = "1/8"
-[train]
-steps = 2
-batch_size = 4
-lr = 1e-3
-eval_batches = 1
-[data]
-kind = "synthetic"
-"#;
+/// A tiny Free Transformer run: H = 6, κ = 1/8 bit, 2 steps, checkpoint at the end only.
+fn tiny() -> String {
+    common::tiny_run_toml(&[
+        "model.latent.kappa_bits=\"1/8\"",
+        "train.steps=2",
+        "train.lr=1e-3",
+        "train.log_every=10",
+        "train.checkpoint_every=0",
+        "train.keep_last=0",
+    ])
+}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -54,7 +47,7 @@ fn bad_configs_fail_cleanly() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run").display().to_string();
     fails_with(&freet(&["train", "--config", "/nonexistent/x.toml", "--out", &out]), &["/nonexistent/x.toml"]);
-    let cfg = write(tmp.path(), "c.toml", TINY);
+    let cfg = write(tmp.path(), "c.toml", &tiny());
     let cases: &[(&str, &[&str])] = &[
         ("model.latent.bits=17", &["model.latent.bits"]),
         ("model.latent.bits=0", &["model.latent.bits"]),
@@ -71,7 +64,7 @@ fn bad_configs_fail_cleanly() {
     }
     let broken = write(tmp.path(), "broken.toml", "[model\nvocab_size = ");
     fails_with(&freet(&["train", "--config", &broken, "--out", &out]), &["broken.toml"]);
-    let text_cfg = TINY
+    let text_cfg = tiny()
         .replace("kind = \"synthetic\"", "kind = \"text\"\npath = \"/no/such.txt\"\nseq_len = 33")
         .replace("vocab_size = 29", "vocab_size = 256");
     let tc = write(tmp.path(), "t.toml", &text_cfg);
@@ -84,7 +77,7 @@ fn bad_configs_fail_cleanly() {
 #[test]
 fn train_sample_eval_and_bad_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = write(tmp.path(), "c.toml", TINY);
+    let cfg = write(tmp.path(), "c.toml", &tiny());
     let run = tmp.path().join("run");
     let r = run.display().to_string();
     let o = freet(&["train", "--config", &cfg, "--out", &r, "--quiet", "--device", "cpu"]);

@@ -6,39 +6,15 @@
 //! The default suite runs small versions; the full ones are `#[ignore]`d and run by
 //! `make reliability` (20+ kills, thousands of fuzzed inputs).
 
+mod common;
+
+use common::TINY_RUN as TINY;
 use freet::checkpoint;
 use freet::config::RunConfig;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const TINY: &str = r#"
-[model]
-vocab_size = 29
-d_model = 32
-n_layers = 2
-n_heads = 2
-n_kv_heads = 1
-ffn_hidden = 64
-max_seq_len = 70
-[model.latent]
-bits = 6
-kappa_bits = 0.5
-[train]
-steps = 30
-batch_size = 4
-lr = 3e-3
-warmup_steps = 3
-seed = 9
-log_every = 1
-eval_every = 0
-eval_batches = 1
-checkpoint_every = 1
-keep_last = 3
-[data]
-kind = "synthetic"
-"#;
 
 fn freet() -> Command {
     Command::new(env!("CARGO_BIN_EXE_freet"))

@@ -1,6 +1,8 @@
 //! Training end to end on the synthetic task: the loss goes down, the KL respects κ, checkpoints
 //! reload to identical logits, and a resumed run follows the uninterrupted one exactly.
 
+mod common;
+
 use freet::checkpoint;
 use freet::config::RunConfig;
 use freet::eval::to_batch;
@@ -10,32 +12,17 @@ use std::sync::atomic::Ordering;
 use tch::{Device, Kind};
 
 fn config(extra: &[&str]) -> RunConfig {
-    let text = r#"
-[model]
-vocab_size = 29
-d_model = 32
-n_layers = 2
-n_heads = 2
-n_kv_heads = 1
-ffn_hidden = 64
-max_seq_len = 70
-[model.latent]
-bits = 8
-kappa_bits = 0.5
-[train]
-steps = 6
-batch_size = 8
-lr = 3e-3
-warmup_steps = 2
-seed = 3
-log_every = 1
-eval_batches = 1
-
-[data]
-kind = "synthetic"
-"#;
-    let overrides: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    RunConfig::from_toml_str(text, "test", &overrides).unwrap()
+    let mut o = vec![
+        "model.latent.bits=8",
+        "train.steps=6",
+        "train.batch_size=8",
+        "train.warmup_steps=2",
+        "train.seed=3",
+        "train.checkpoint_every=0",
+        "train.keep_last=0",
+    ];
+    o.extend_from_slice(extra);
+    common::tiny_run(&o)
 }
 
 fn opts(dir: &std::path::Path) -> TrainOptions {

@@ -1,5 +1,5 @@
-//! Shared helpers of the integration tests: tiny configurations, a lock that serialises every use
-//! of torch's global RNG, and random token batches.
+//! Shared helpers of the integration tests: tiny configurations, a lock that serialises the tests
+//! that seed torch's global generator, and random token batches.
 #![allow(dead_code)]
 
 use freet::config::ModelConfig;
@@ -12,9 +12,10 @@ pub const VOCAB: i64 = 29;
 
 static TORCH_RNG: Mutex<()> = Mutex::new(());
 
-/// Tests of one binary run on parallel threads but share torch's global generator, which
-/// `FreeTransformer::new` (init), the Binary Mapper (bit sampling) and `generate` (token sampling)
-/// all consume: every test holds this lock so that seeded draws are reproducible. The tensors are
+/// Tests of one binary run on parallel threads but share torch's global generator, which model
+/// initialisation and the tests' own random tensors (`tokens`, `random_codes`) consume (latent and
+/// token draws are counter-based): every test holds this lock so that seeded draws are
+/// reproducible. The tensors are
 /// tiny, so libtorch runs on one thread: OpenMP spin-waiting on a loaded 2-core machine made single
 /// tests swing from 0.5 s to 5 s.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -43,6 +44,49 @@ kappa_bits = {kappa}
     let cfg: ModelConfig = toml::from_str(&text).expect("test config parses");
     cfg.validate().expect("test config is valid");
     cfg
+}
+
+/// A whole tiny training run on the synthetic task (V = 29, D = 32, L = 2, H = 6, κ = 0.5 bit,
+/// 30 steps of 4 sequences, a checkpoint every step, metrics every step).
+pub const TINY_RUN: &str = r#"
+[model]
+vocab_size = 29
+d_model = 32
+n_layers = 2
+n_heads = 2
+n_kv_heads = 1
+ffn_hidden = 64
+max_seq_len = 70
+[model.latent]
+bits = 6
+kappa_bits = 0.5
+[train]
+steps = 30
+batch_size = 4
+lr = 3e-3
+warmup_steps = 3
+seed = 9
+log_every = 1
+eval_every = 0
+eval_batches = 1
+checkpoint_every = 1
+keep_last = 3
+[data]
+kind = "synthetic"
+"#;
+
+/// [`TINY_RUN`] with `key=value` overrides applied, as TOML text (for config files).
+pub fn tiny_run_toml(overrides: &[&str]) -> String {
+    let mut v: toml::Value = toml::from_str(TINY_RUN).expect("tiny run parses");
+    for o in overrides {
+        freet::config::apply_override(&mut v, o).expect("valid override");
+    }
+    toml::to_string(&v).expect("serialises")
+}
+
+/// [`TINY_RUN`] with overrides, parsed and validated.
+pub fn tiny_run(overrides: &[&str]) -> freet::config::RunConfig {
+    freet::config::RunConfig::from_toml_str(&tiny_run_toml(overrides), "tiny run", &[]).expect("valid tiny run")
 }
 
 /// The same architecture without the latent: a baseline decoder.
