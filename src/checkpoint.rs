@@ -4,7 +4,7 @@
 //! written into a temporary directory, fsynced, and renamed into place; a `latest` pointer file is
 //! then replaced atomically. A crash at any point leaves the previous checkpoint loadable.
 
-use crate::config::{ModelConfig, RunConfig};
+use crate::config::{ModelConfig, RunConfig, one_line};
 use crate::data::Tokenizer;
 use crate::model::FreeTransformer;
 use crate::optim::AdamW;
@@ -319,8 +319,4 @@ pub fn load_optimizer(dir: &Path, opt: &mut AdamW, steps: u64) -> Result<()> {
     let path = dir.join(OPTIM_FILE);
     let tensors: Vec<(String, Tensor)> = read_tensors(&path)?.into_iter().collect();
     opt.load_state(&tensors, steps).map_err(|e| anyhow!("{}: {e}", path.display()))
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -566,7 +566,8 @@ impl RunConfig {
     }
 }
 
-fn one_line(s: &str) -> String {
+/// Folds a multi-line message (parser or libtorch errors) into one line.
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -7,7 +7,7 @@ use crate::config::RunConfig;
 use crate::data::{SYNTH_LEN, Tokenizer};
 use crate::eval::{EvalReport, evaluate};
 use crate::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
-use crate::generate::{LatentSource, SampleOptions, generate_batch};
+use crate::generate::{LatentSource, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
 use crate::rng::stream_seed;
 use crate::train::{TrainOptions, dataset, train};
@@ -180,10 +180,7 @@ fn letter_ids(letter: char) -> Vec<i64> {
 }
 
 fn decode(tokens: &Tensor) -> Result<Vec<String>> {
-    let rows = Vec::<Vec<i64>>::try_from(tokens)?;
-    rows.into_iter()
-        .map(|r| Tokenizer::Synthetic.decode(&r.into_iter().map(|v| v as u32).collect::<Vec<_>>()).map_err(Into::into))
-        .collect()
+    Ok(decode_rows(Tokenizer::Synthetic, tokens)?)
 }
 
 /// Fresh-Z and shared-Z groups for `groups` random prompt letters (the same letters for every arm).

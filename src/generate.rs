@@ -2,6 +2,7 @@
 //! sampled), every new position draws its own uniform code that is then fixed in the cache, and
 //! a pinned Z tensor overrides both (the paper's Figure 4 green groups).
 
+use crate::data::{DataError, Tokenizer};
 use crate::model::{FreeTransformer, Latents};
 use crate::rng::{stream_seed, uniforms};
 use tch::{Kind, Tensor};
@@ -232,4 +233,11 @@ pub fn sample_token(logits: &Tensor, opts: &SampleOptions, key: u64) -> Tensor {
     let u = uniforms(key, &[b, 1]).to_device(cdf.device()) * cdf.narrow(1, v - 1, 1);
     // Index of the first token whose CDF exceeds u, so tokens of zero mass are never chosen.
     cdf.le_tensor(&u).sum_dim_intlist(-1, true, Kind::Int64).clamp_max(v - 1)
+}
+
+/// Decodes generated `[B, T]` int64 tokens into one string per row.
+pub fn decode_rows(tok: Tokenizer, tokens: &Tensor) -> Result<Vec<String>, DataError> {
+    let rows =
+        Vec::<Vec<i64>>::try_from(tokens.to_device(tch::Device::Cpu)).expect("generated tokens are [B, T] int64");
+    rows.into_iter().map(|r| tok.decode(&r.into_iter().map(|v| v as u32).collect::<Vec<_>>())).collect()
 }

@@ -6,7 +6,7 @@ use freet::checkpoint;
 use freet::config::RunConfig;
 use freet::data::Tokenizer;
 use freet::figure4::{Group, Panel, render_text};
-use freet::generate::{LatentSource, SampleOptions, generate};
+use freet::generate::{LatentSource, SampleOptions, decode_rows, generate};
 use freet::train::{TrainOptions, TrainSummary, dataset, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -240,13 +240,6 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
 fn encode_prompt(tok: Tokenizer, prompt: &str) -> Result<Vec<i64>> {
     let ids = tok.encode(prompt).map_err(|e| anyhow!("--prompt: {e}"))?;
     Ok(ids.into_iter().map(i64::from).collect())
-}
-
-fn decode_rows(tok: Tokenizer, tokens: &tch::Tensor) -> Result<Vec<String>> {
-    let rows: Vec<Vec<i64>> = Vec::<Vec<i64>>::try_from(tokens).context("tokens to host")?;
-    rows.into_iter()
-        .map(|r| tok.decode(&r.into_iter().map(|v| v as u32).collect::<Vec<_>>()).map_err(anyhow::Error::from))
-        .collect()
 }
 
 fn default_max_new(tok: Tokenizer, prompt_len: usize) -> usize {

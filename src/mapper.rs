@@ -22,6 +22,8 @@ pub struct BinaryMapper {
     table: Tensor,
     /// `2^h` for h in 0..H (int64), to pack bits into codes.
     powers: Tensor,
+    /// `h` for h in 0..H (int64), to unpack codes into bits.
+    shifts: Tensor,
     chunk: i64,
 }
 
@@ -30,12 +32,12 @@ impl BinaryMapper {
     pub fn new(bits: usize, chunk: usize, device: Device) -> Self {
         let bits = bits as i64;
         let c = 1i64 << bits;
-        let powers = Tensor::from_slice(&(0..bits).map(|h| 1i64 << h).collect::<Vec<_>>()).to_device(device);
-        let codes = Tensor::arange(c, (Kind::Int64, device));
-        let table = codes.unsqueeze(1).bitwise_right_shift(&powers.log2().to_kind(Kind::Int64).unsqueeze(0));
-        let table = table.bitwise_and(1).to_kind(Kind::Float);
+        let shifts = Tensor::arange(bits, (Kind::Int64, device));
+        let powers = Tensor::ones_like(&shifts).bitwise_left_shift(&shifts);
         let chunk = if chunk > 0 { chunk as i64 } else { (CHUNK_BYTES / (4 * c)).max(1) };
-        BinaryMapper { bits, table, powers, chunk }
+        let mut m = BinaryMapper { bits, table: Tensor::new(), powers, shifts, chunk };
+        m.table = m.unpack(&Tensor::arange(c, (Kind::Int64, device))).to_kind(Kind::Float);
+        m
     }
 
     /// H.
@@ -71,7 +73,7 @@ impl BinaryMapper {
 
     /// Unpacks `[…]` codes into `[…, H]` 0/1 int64 bits.
     pub fn unpack(&self, codes: &Tensor) -> Tensor {
-        codes.unsqueeze(-1).bitwise_right_shift(&self.powers.log2().to_kind(Kind::Int64)).bitwise_and(1)
+        codes.unsqueeze(-1).bitwise_right_shift(&self.shifts).bitwise_and(1)
     }
 
     /// Uniform prior codes for positions `pos..pos+t` of each sequence, keyed by
