@@ -10,6 +10,12 @@ pub fn linear_weight(p: &Path, name: &str, out_dim: usize, in_dim: usize, std: f
     (p / name).var("weight", &[out_dim as i64, in_dim as i64], Init::Randn { mean: 0.0, stdev: std })
 }
 
+/// `x·Wᵀ` computed in `kind` (bf16 or fp32): the input and the fp32 master weight are cast at use,
+/// so gradients flow back to the fp32 weight. A no-op cast when the kinds already agree.
+pub fn linear_in(x: &Tensor, w: &Tensor, kind: Kind) -> Tensor {
+    x.to_kind(kind).linear::<Tensor>(&w.to_kind(kind), None)
+}
+
 /// RMSNorm with a learned gain initialised to 1.
 #[derive(Debug)]
 pub struct RmsNorm {
@@ -122,6 +128,7 @@ pub struct Attention {
     n_heads: i64,
     n_kv: i64,
     head_dim: i64,
+    compute: Kind,
 }
 
 impl Attention {
@@ -137,7 +144,13 @@ impl Attention {
             n_heads: cfg.n_heads as i64,
             n_kv: cfg.n_kv_heads as i64,
             head_dim: dh as i64,
+            compute: cfg.precision.kind(),
         }
+    }
+
+    /// The kind the products run in (fp32 or bf16).
+    pub fn compute(&self) -> Kind {
+        self.compute
     }
 
     /// The output projection (tests zero it to cut a block's attention path).
@@ -148,7 +161,7 @@ impl Attention {
     /// Query projection, heads split and rotated: `[B, n_heads, T, head_dim]`.
     pub fn queries(&self, nq: &Tensor, rope: &Rope, pos: i64) -> Tensor {
         let (b, t, _) = nq.size3().expect("attention input is [B, T, D]");
-        let q = nq.linear::<Tensor>(&self.wq, None).view([b, t, self.n_heads, self.head_dim]).transpose(1, 2);
+        let q = linear_in(nq, &self.wq, self.compute).view([b, t, self.n_heads, self.head_dim]).transpose(1, 2);
         rope.apply(&q, pos)
     }
 
@@ -166,8 +179,8 @@ impl Attention {
         let (b, tq, d) = nq.size3().expect("attention input is [B, T, D]");
         let tk = nkv.size()[1];
         let q = self.queries(nq, rope, pos);
-        let k = nkv.linear::<Tensor>(&self.wk, None).view([b, tk, self.n_kv, self.head_dim]).transpose(1, 2);
-        let v = nkv.linear::<Tensor>(&self.wv, None).view([b, tk, self.n_kv, self.head_dim]).transpose(1, 2);
+        let k = linear_in(nkv, &self.wk, self.compute).view([b, tk, self.n_kv, self.head_dim]).transpose(1, 2);
+        let v = linear_in(nkv, &self.wv, self.compute).view([b, tk, self.n_kv, self.head_dim]).transpose(1, 2);
         let k = rope.apply(&k, pos);
         let (k, v, past) = match cache {
             Some(c) => {
@@ -197,7 +210,7 @@ impl Attention {
                 Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&allowed), 0.0, false, None, gqa)
             }
         };
-        y.transpose(1, 2).reshape([b, tq, d]).linear::<Tensor>(&self.wo, None)
+        linear_in(&y.transpose(1, 2).reshape([b, tq, d]), &self.wo, self.compute)
     }
 }
 
@@ -207,6 +220,7 @@ pub struct Mlp {
     gate: Tensor,
     up: Tensor,
     down: Tensor,
+    compute: Kind,
 }
 
 impl Mlp {
@@ -217,13 +231,15 @@ impl Mlp {
             gate: linear_weight(p, "gate_proj", f, d, std),
             up: linear_weight(p, "up_proj", f, d, std),
             down: linear_weight(p, "down_proj", d, f, std),
+            compute: cfg.precision.kind(),
         }
     }
 
     /// Applies the MLP to `u`.
     pub fn forward(&self, u: &Tensor) -> Tensor {
-        let g = u.linear::<Tensor>(&self.gate, None).silu();
-        (g * u.linear::<Tensor>(&self.up, None)).linear::<Tensor>(&self.down, None)
+        let u = u.to_kind(self.compute);
+        let g = linear_in(&u, &self.gate, self.compute).silu();
+        linear_in(&(g * linear_in(&u, &self.up, self.compute)), &self.down, self.compute)
     }
 }
 

@@ -65,6 +65,36 @@ pub enum MapperGrad {
     Dense,
 }
 
+/// Arithmetic precision of the matrix products (spec: the Binary Mapper always runs in fp32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in fp32 (default).
+    #[default]
+    Fp32,
+    /// Linear layers and attention in bf16 with fp32 master weights, residual stream, norms,
+    /// logits, loss and the Binary Mapper (the explicit CPU equivalent of bf16 autocast).
+    Bf16,
+}
+
+impl Precision {
+    /// The tensor kind of the matrix products.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+
+    /// "fp32" or "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// κ in bits per token, written either as a number (`0.125`) or a fraction (`"1/8"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(transparent)]
@@ -204,6 +234,9 @@ pub struct ModelConfig {
     /// The Free Transformer's latent; absent or `enabled = false` means a baseline decoder.
     #[serde(default)]
     pub latent: LatentConfig,
+    /// Precision of the matrix products ("fp32" or "bf16"); weights are always stored in fp32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl ModelConfig {
@@ -567,7 +600,7 @@ impl RunConfig {
 }
 
 /// Folds a multi-line message (parser or libtorch errors) into one line.
-pub(crate) fn one_line(s: &str) -> String {
+pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

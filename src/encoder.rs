@@ -2,7 +2,7 @@
 //! constant ζ repeated over positions (with RoPE, so rows differ), whose keys/values are the trunk
 //! output `X_m`, followed by RMSNorm and a linear readout to H bit logits.
 
-use crate::blocks::{AttnMask, Block, KvInput, RmsNorm, Rope, linear_weight};
+use crate::blocks::{AttnMask, Block, KvInput, RmsNorm, Rope, linear_in, linear_weight};
 use crate::config::ModelConfig;
 use tch::Tensor;
 use tch::nn::{Init, Path};
@@ -36,6 +36,7 @@ impl Encoder {
         let (b, t, d) = x_m.size3().expect("encoder input is [B, T, D]");
         let q0 = self.zeta.view([1, 1, d]).expand([b, t, d], false);
         let y = self.block.forward(&q0, KvInput::From(x_m), AttnMask::Bidirectional, rope, 0, None);
-        self.norm.forward(&y).linear::<Tensor>(&self.readout, None).to_kind(tch::Kind::Float)
+        let kind = self.block.attn.compute();
+        linear_in(&self.norm.forward(&y), &self.readout, kind).to_kind(tch::Kind::Float)
     }
 }

@@ -7,6 +7,15 @@ use crate::model::{FreeTransformer, Latents};
 use crate::rng::{stream_seed, uniforms};
 use tch::{Kind, Tensor};
 
+/// Where the time of a generation call went (device-synchronised on CUDA).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenTiming {
+    /// Seconds of the prompt's forward pass (encoder included) and its token draw.
+    pub prefill_s: f64,
+    /// Seconds of every later step (one token each).
+    pub decode_s: f64,
+}
+
 /// Token sampling settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleOptions {
@@ -51,6 +60,8 @@ pub struct Generation {
     pub codes: Option<Tensor>,
     /// Logits of each generated token's distribution, `[B, N, V]` (before temperature/filters).
     pub logits: Tensor,
+    /// Wall-clock split of the call: prompt prefill (first forward) and the decode steps after it.
+    pub timing: GenTiming,
 }
 
 /// An invalid generation request (checked before any tensor work).
@@ -175,7 +186,18 @@ pub fn generate_batch(
         let mut out = vec![tokens.shallow_clone()];
         let mut step_logits = Vec::new();
         let mut input = tokens;
+        let sync = || {
+            if let tch::Device::Cuda(i) = dev {
+                tch::Cuda::synchronize(i as i64);
+            }
+        };
+        let start = std::time::Instant::now();
+        let mut prefill_s = 0.0;
         for step in 0..opts.max_new_tokens {
+            if step == 1 {
+                sync();
+                prefill_s = start.elapsed().as_secs_f64();
+            }
             let pos = cache.len();
             let t = input.size()[1];
             let z = pinned.as_ref().map(|z| z.narrow(1, pos, t));
@@ -191,7 +213,13 @@ pub fn generate_batch(
             out.push(next.shallow_clone());
             input = next;
         }
+        sync();
+        let total = start.elapsed().as_secs_f64();
+        if opts.max_new_tokens == 1 {
+            prefill_s = total;
+        }
         Ok(Generation {
+            timing: GenTiming { prefill_s, decode_s: total - prefill_s },
             tokens: Tensor::cat(&out, 1),
             codes: cache.codes(),
             logits: if step_logits.is_empty() {

@@ -3,6 +3,7 @@
 //! Data flows one way: `data` → `model` (`blocks`, `encoder`, `mapper`, `loss`) →
 //! `train` / `generate` / `eval` → the `freet` CLI.
 
+pub mod bench;
 pub mod blocks;
 pub mod checkpoint;
 pub mod config;

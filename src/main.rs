@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use freet::checkpoint;
-use freet::config::RunConfig;
+use freet::config::{Precision, RunConfig};
 use freet::data::Tokenizer;
 use freet::figure4::{Group, Panel, render_text};
 use freet::generate::{LatentSource, SampleOptions, decode_rows, generate};
@@ -38,6 +38,150 @@ enum Cmd {
     /// Reproduce the paper's experiments.
     #[command(subcommand)]
     Experiment(ExperimentCmd),
+    /// Speed benchmarks (bench/run.sh runs them all next to the PyTorch reference).
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Measure one configuration: training step split (forward/backward/optimizer), peak RSS, or
+    /// KV-cache generation speed; prints one JSON record and appends it to --json.
+    Run(BenchRunArgs),
+    /// Render BENCHMARKS.md from the JSON records of a run (freet and bench/reference.py).
+    Report(BenchReportArgs),
+}
+
+#[derive(Args)]
+struct BenchRunArgs {
+    /// Size name from the sizes file (s1, s2, s3).
+    #[arg(long, default_value = "s1")]
+    size: String,
+    /// baseline, ft (fused Eq. 8 backward) or ft-dense (dense one-hot formulation).
+    #[arg(long, default_value = "baseline", value_parser = ["baseline", "ft", "ft-dense"])]
+    variant: String,
+    /// fp32 or bf16 (bf16 products, fp32 master weights, fp32 mapper).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    precision: String,
+    /// train or generate.
+    #[arg(long, default_value = "train", value_parser = ["train", "generate"])]
+    mode: String,
+    /// Measured steps (default: the sizes file's).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Warm-up steps (default: the sizes file's).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Batch size (training default: the size's; generation default: 1).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Tokens to decode (generation).
+    #[arg(long)]
+    new_tokens: Option<usize>,
+    /// H for the Free Transformer variants (default: the sizes file's).
+    #[arg(long)]
+    bits: Option<usize>,
+    /// A sizes file (default: the bench/sizes.json compiled in).
+    #[arg(long)]
+    sizes: Option<PathBuf>,
+    /// Append the JSON record to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+#[derive(Args)]
+struct BenchReportArgs {
+    /// JSON-lines records (freet and PyTorch).
+    #[arg(long, default_value = "bench/results.jsonl")]
+    json: PathBuf,
+    /// Hand-written analysis appended to the report.
+    #[arg(long)]
+    notes: Option<PathBuf>,
+    /// The command that produced the records (named in the report).
+    #[arg(long, default_value = "bash bench/run.sh")]
+    command: String,
+    /// Minutes the run took (named in the report).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Output Markdown file.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// A sizes file (default: the bench/sizes.json compiled in).
+    #[arg(long)]
+    sizes: Option<PathBuf>,
+}
+
+fn sizes_file(path: &Option<PathBuf>) -> Result<freet::bench::SizesFile> {
+    match path {
+        None => freet::bench::SizesFile::parse(freet::bench::DEFAULT_SIZES),
+        Some(p) => freet::bench::SizesFile::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )
+        .with_context(|| p.display().to_string()),
+    }
+}
+
+fn cmd_bench_run(a: BenchRunArgs) -> Result<()> {
+    use freet::bench::{BenchOptions, Mode, Variant};
+    let sizes = sizes_file(&a.sizes)?;
+    let o = BenchOptions {
+        size: a.size,
+        variant: match a.variant.as_str() {
+            "ft" => Variant::Ft,
+            "ft-dense" => Variant::FtDense,
+            _ => Variant::Baseline,
+        },
+        precision: if a.precision == "bf16" { Precision::Bf16 } else { Precision::Fp32 },
+        mode: if a.mode == "generate" { Mode::Generate } else { Mode::Train },
+        steps: a.steps,
+        warmup: a.warmup,
+        batch: a.batch,
+        new_tokens: a.new_tokens,
+        bits: a.bits,
+        device: a.device.get()?,
+    };
+    let rec = freet::bench::run(&sizes, &o)?;
+    let line = serde_json::to_string(&rec)?;
+    println!("{line}");
+    if let Some(p) = a.json {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .with_context(|| format!("cannot open {}", p.display()))?;
+        writeln!(f, "{line}").with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn cmd_bench_report(a: BenchReportArgs) -> Result<()> {
+    let sizes = sizes_file(&a.sizes)?;
+    let text = std::fs::read_to_string(&a.json).with_context(|| format!("cannot read {}", a.json.display()))?;
+    let mut recs = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: freet::bench::Record = serde_json::from_str(line)
+            .map_err(|e| anyhow!("{} line {}: {}", a.json.display(), i + 1, freet::config::one_line(&e.to_string())))?;
+        recs.push(r);
+    }
+    let notes = match &a.notes {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        None => String::new(),
+    };
+    let header = format!(
+        "Produced by `{}`{} on {} ({}; PyTorch reference: torch {}).",
+        a.command,
+        a.minutes.map(|m| format!(" ({m:.0} minutes)")).unwrap_or_default(),
+        freet::experiment::today(),
+        freet::experiment::machine(),
+        recs.iter().find(|r| r.implementation == "pytorch").map_or("–", |r| r.version.as_str()),
+    );
+    let md = freet::bench::report(&recs, &sizes, &header, &notes);
+    checkpoint::write_atomic(&a.out, md.as_bytes())?;
+    println!("wrote {} ({} records)", a.out.display(), recs.len());
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -386,6 +530,8 @@ fn run() -> Result<()> {
         Cmd::Eval(a) => cmd_eval(a),
         Cmd::Demo(a) => cmd_demo(a),
         Cmd::Experiment(ExperimentCmd::Figure4(a)) => cmd_figure4(a),
+        Cmd::Bench(BenchCmd::Run(a)) => cmd_bench_run(a),
+        Cmd::Bench(BenchCmd::Report(a)) => cmd_bench_report(a),
     }
 }
 

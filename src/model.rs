@@ -1,7 +1,7 @@
 //! The Free Transformer (and, with the latent disabled, its baseline decoder). `forward_with` is the
 //! paper's Algorithm 2 (corrected: every block runs exactly once).
 
-use crate::blocks::{AttnMask, Block, KvInput, LayerCache, RmsNorm, Rope, linear_weight};
+use crate::blocks::{AttnMask, Block, KvInput, LayerCache, RmsNorm, Rope, linear_in, linear_weight};
 use crate::config::{ConfigError, Injection, MapperGrad, ModelConfig};
 use crate::encoder::Encoder;
 use crate::loss::Loss;
@@ -230,7 +230,8 @@ impl FreeTransformer {
         let c = &self.cfg;
         let layers = (0..c.n_layers)
             .map(|_| {
-                LayerCache::new(batch, c.n_kv_heads as i64, capacity, c.head_dim() as i64, Kind::Float, self.device())
+                let kind = c.precision.kind();
+                LayerCache::new(batch, c.n_kv_heads as i64, capacity, c.head_dim() as i64, kind, self.device())
             })
             .collect();
         KvCache { layers, codes: Vec::new() }
@@ -295,7 +296,8 @@ impl FreeTransformer {
     }
 
     fn head(&self, x: &Tensor) -> Tensor {
-        self.norm.forward(x).linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None)
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        linear_in(&self.norm.forward(x), w, self.cfg.precision.kind()).to_kind(Kind::Float)
     }
 
     /// Training loss of a forward pass against `targets`.
