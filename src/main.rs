@@ -111,6 +111,9 @@ struct BenchReportArgs {
     /// A sizes file (default: the bench/sizes.json compiled in).
     #[arg(long)]
     sizes: Option<PathBuf>,
+    /// Training runs for the bf16-vs-fp32 loss-curve section, as LABEL=RUN_DIR (repeatable).
+    #[arg(long = "curve", value_name = "LABEL=RUN_DIR")]
+    curves: Vec<String>,
 }
 
 fn sizes_file(path: &Option<PathBuf>) -> Result<freet::bench::SizesFile> {
@@ -178,7 +181,22 @@ fn cmd_bench_report(a: BenchReportArgs) -> Result<()> {
         freet::experiment::machine(),
         recs.iter().find(|r| r.implementation == "pytorch").map_or("–", |r| r.version.as_str()),
     );
-    let md = freet::bench::report(&recs, &sizes, &header, &notes);
+    let mut md = freet::bench::report(&recs, &sizes, &header, "");
+    if !a.curves.is_empty() {
+        let mut curves = vec![];
+        for c in &a.curves {
+            let (label, dir) = c.split_once('=').ok_or_else(|| anyhow!("--curve {c:?}: expected LABEL=RUN_DIR"))?;
+            curves.push(freet::bench::read_curve(label, std::path::Path::new(dir))?);
+        }
+        let svg = a.out.with_file_name("bench").join("precision-curves.svg");
+        md += "\n";
+        md += &freet::bench::curves_section(&curves, &svg, "bench/precision-curves.svg")?;
+    }
+    if !notes.trim().is_empty() {
+        md += "\n";
+        md += notes.trim_end();
+        md += "\n";
+    }
     checkpoint::write_atomic(&a.out, md.as_bytes())?;
     println!("wrote {} ({} records)", a.out.display(), recs.len());
     Ok(())
@@ -311,6 +329,9 @@ struct EvalArgs {
     /// Prior-Z draws averaged for the prior CE.
     #[arg(long, default_value_t = 8)]
     prior_samples: usize,
+    /// Posterior draws of the importance-weighted bound (0: skip it).
+    #[arg(long, default_value_t = 16)]
+    iwae_samples: usize,
     /// Seed of the latent draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -422,7 +443,8 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         bail!("--batches must be at least 1");
     }
     let val = data.val_batches(n, state.run.train.batch_size);
-    let report = freet::eval::evaluate(&loaded.model, &val, a.prior_samples, a.seed);
+    let opts = freet::eval::EvalOptions { prior_samples: a.prior_samples, iwae_samples: a.iwae_samples, seed: a.seed };
+    let report = freet::eval::evaluate_with(&loaded.model, &val, &opts);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
