@@ -19,4 +19,5 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod rng;
+pub mod stats;
 pub mod train;

@@ -1,0 +1,76 @@
+//! Small statistics for seed comparisons: mean and a Student-t 95 % confidence interval.
+
+use serde::Serialize;
+
+/// Two-sided 97.5 % quantiles of Student's t for 1..=30 degrees of freedom.
+const T975: [f64; 30] = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120,
+    2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+];
+
+/// The 97.5 % quantile of Student's t with `df` degrees of freedom (1.96 beyond 30).
+pub fn t975(df: usize) -> f64 {
+    match df {
+        0 => f64::NAN,
+        d if d <= 30 => T975[d - 1],
+        _ => 1.96,
+    }
+}
+
+/// Mean and 95 % confidence half-width of a set of per-seed values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeanCi {
+    /// Sample mean.
+    pub mean: f64,
+    /// Half-width of the 95 % t interval (NaN with fewer than 2 values).
+    pub ci95: f64,
+    /// Number of values.
+    pub n: usize,
+}
+
+impl MeanCi {
+    /// Mean ± t·s/√n over the finite values of `v`.
+    pub fn of(v: &[f64]) -> Option<MeanCi> {
+        let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        let n = v.len();
+        if n == 0 {
+            return None;
+        }
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let ci95 = if n < 2 {
+            f64::NAN
+        } else {
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            t975(n - 1) * (var / n as f64).sqrt()
+        };
+        Some(MeanCi { mean, ci95, n })
+    }
+
+    /// "1.234 ± 0.056" (or just the mean with one value).
+    pub fn render(&self, digits: usize) -> String {
+        if self.ci95.is_finite() {
+            format!("{:.digits$} ± {:.digits$}", self.mean, self.ci95)
+        } else {
+            format!("{:.digits$}", self.mean)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_ci_match_hand_values() {
+        // Values 1, 2, 3: mean 2, s = 1, half-width 4.303 / √3.
+        let m = MeanCi::of(&[1.0, 2.0, 3.0]).unwrap();
+        assert_eq!(m.mean, 2.0);
+        assert!((m.ci95 - 4.303 / 3f64.sqrt()).abs() < 1e-12);
+        assert_eq!(m.render(2), "2.00 ± 2.48");
+        let one = MeanCi::of(&[5.0, f64::NAN]).unwrap();
+        assert_eq!((one.n, one.render(1)), (1, "5.0".to_string()));
+        assert!(MeanCi::of(&[]).is_none());
+        assert_eq!(t975(100), 1.96);
+        assert!(t975(0).is_nan());
+    }
+}
