@@ -17,4 +17,5 @@ pub mod mapper;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod tasks;
 pub mod train;
