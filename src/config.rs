@@ -37,7 +37,7 @@ pub enum ConfigError {
     },
 }
 
-fn value_err(field: &'static str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn value_err(field: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Value { field, message: message.into() }
 }
 
@@ -514,6 +514,9 @@ pub enum DataConfig {
         #[serde(default = "default_val_fraction")]
         val_fraction: f64,
     },
+    /// A synthetic evaluation task (`task = "hmm_mixture" | "permutation" | "countdown"`, then its
+    /// parameters; see [`crate::tasks`]).
+    Task(crate::tasks::TaskSpec),
 }
 
 fn default_val_fraction() -> f64 {
@@ -592,6 +595,31 @@ impl RunConfig {
                 }
                 if !(*val_fraction > 0.0 && *val_fraction < 1.0) {
                     return Err(value_err("data.val_fraction", "must lie strictly between 0 and 1"));
+                }
+            }
+            DataConfig::Task(spec) => {
+                spec.validate()?;
+                if self.model.vocab_size != spec.vocab_size() {
+                    return Err(value_err(
+                        "model.vocab_size",
+                        format!(
+                            "{} does not match the {} task's {} symbols",
+                            self.model.vocab_size,
+                            spec.name(),
+                            spec.vocab_size()
+                        ),
+                    ));
+                }
+                if self.model.max_seq_len < spec.seq_len() - 1 {
+                    return Err(value_err(
+                        "model.max_seq_len",
+                        format!(
+                            "{} is shorter than the {} task's {} inputs",
+                            self.model.max_seq_len,
+                            spec.name(),
+                            spec.seq_len() - 1
+                        ),
+                    ));
                 }
             }
         }

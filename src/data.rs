@@ -122,6 +122,16 @@ pub enum DataError {
         /// Size of the tokenizer's vocabulary.
         vocab_size: usize,
     },
+    /// A character outside a task alphabet was encoded.
+    #[error("symbol {symbol:?} at position {position} is not in the task alphabet \"{alphabet}\"")]
+    NotInAlphabet {
+        /// The offending character.
+        symbol: char,
+        /// Its 0-based character position in the input.
+        position: usize,
+        /// The task alphabet, in id order.
+        alphabet: String,
+    },
 }
 
 /// Draws one synthetic sequence as token ids, in the paper's exact RNG draw order.
@@ -211,6 +221,8 @@ pub enum Tokenizer {
     Synthetic,
     /// One token per UTF-8 byte (0..=255).
     Bytes,
+    /// A synthetic evaluation task's alphabet, one char per id (see [`crate::tasks`]).
+    Task(crate::tasks::TaskAlphabet),
 }
 
 impl Tokenizer {
@@ -219,6 +231,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Synthetic => SYNTH_VOCAB,
             Tokenizer::Bytes => BYTES_VOCAB,
+            Tokenizer::Task(a) => a.vocab_size(),
         }
     }
 
@@ -227,6 +240,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Synthetic => "synthetic",
             Tokenizer::Bytes => "bytes",
+            Tokenizer::Task(_) => "task",
         }
     }
 
@@ -239,6 +253,7 @@ impl Tokenizer {
                 .map(|(position, symbol)| synthetic_id(symbol).ok_or(DataError::UnknownSymbol { symbol, position }))
                 .collect(),
             Tokenizer::Bytes => Ok(text.bytes().map(u32::from).collect()),
+            Tokenizer::Task(a) => a.encode(text),
         }
     }
 
@@ -254,6 +269,7 @@ impl Tokenizer {
                 let bytes: Vec<u8> = ids.iter().map(|&id| id as u8).collect();
                 String::from_utf8_lossy(&bytes).into_owned()
             }
+            Tokenizer::Task(a) => a.decode(ids)?,
         })
     }
 }
@@ -400,6 +416,8 @@ pub enum Dataset {
     Synthetic(SyntheticTask),
     /// A text file tokenized as bytes.
     Text(TextDataset),
+    /// A synthetic evaluation task ([`crate::tasks::Task`]) with its own alphabet.
+    Task(crate::tasks::Task),
 }
 
 impl Dataset {
@@ -408,6 +426,7 @@ impl Dataset {
         match self {
             Dataset::Synthetic(_) => Tokenizer::Synthetic,
             Dataset::Text(_) => Tokenizer::Bytes,
+            Dataset::Task(t) => t.tokenizer(),
         }
     }
 
@@ -421,6 +440,7 @@ impl Dataset {
         match self {
             Dataset::Synthetic(_) => SYNTH_LEN,
             Dataset::Text(t) => t.seq_len(),
+            Dataset::Task(t) => t.seq_len(),
         }
     }
 
@@ -434,6 +454,7 @@ impl Dataset {
                 (0..batch_size as u64).map(|row| task.train_ids(step, micro, row).to_vec()).collect()
             }
             Dataset::Text(t) => t.train_batch(step, micro, batch_size),
+            Dataset::Task(t) => t.train_batch(step, micro, batch_size),
         }
     }
 
@@ -448,6 +469,7 @@ impl Dataset {
                 })
                 .collect(),
             Dataset::Text(t) => t.val_batches(n_batches, batch_size),
+            Dataset::Task(t) => t.val_batches(n_batches, batch_size),
         }
     }
 }

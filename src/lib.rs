@@ -20,4 +20,5 @@ pub mod optim;
 pub mod plot;
 pub mod rng;
 pub mod stats;
+pub mod tasks;
 pub mod train;

@@ -410,7 +410,7 @@ fn encode_prompt(tok: Tokenizer, prompt: &str) -> Result<Vec<i64>> {
 fn default_max_new(tok: Tokenizer, prompt_len: usize) -> usize {
     match tok {
         Tokenizer::Synthetic => freet::data::SYNTH_LEN.saturating_sub(prompt_len).max(1),
-        Tokenizer::Bytes => 128,
+        Tokenizer::Bytes | Tokenizer::Task(_) => 128,
     }
 }
 

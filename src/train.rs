@@ -96,6 +96,7 @@ pub fn dataset(run: &RunConfig) -> Result<Dataset> {
         DataConfig::Text { path, seq_len, val_fraction } => {
             Dataset::Text(TextDataset::from_file(path, *seq_len, *val_fraction, run.train.seed)?)
         }
+        DataConfig::Task(spec) => Dataset::Task(crate::tasks::Task::new(spec, run.train.seed)?),
     })
 }
 
@@ -104,6 +105,7 @@ pub fn tokenizer(run: &RunConfig) -> Tokenizer {
     match run.data {
         DataConfig::Synthetic => Tokenizer::Synthetic,
         DataConfig::Text { .. } => Tokenizer::Bytes,
+        DataConfig::Task(ref spec) => Tokenizer::Task(spec.alphabet()),
     }
 }
 
