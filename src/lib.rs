@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod blocks;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod encoder;
