@@ -4,6 +4,7 @@
 //! `train` / `generate` / `eval` → the `freet` CLI.
 
 pub mod blocks;
+pub mod bpe;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
