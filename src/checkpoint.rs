@@ -1,9 +1,12 @@
 //! Checkpoints: `model.safetensors` (Hugging Face Llama tensor names, Free Transformer tensors
 //! under `model.latent.`), `config.json` (HF-style keys plus the full freet config),
-//! `optimizer.safetensors` and `state.json` (step, run config, data cursor). Each checkpoint is
+//! `optimizer.safetensors`, `state.json` (step, run config, data cursor) and, for a BPE run, a copy
+//! of its `tokenizer.json` (recorded in `config.json` with its size and content hash, and checked
+//! on load), so that `sample` and `eval` use the exact tokenizer of training. Each checkpoint is
 //! written into a temporary directory, fsynced, and renamed into place; a `latest` pointer file is
 //! then replaced atomically. A crash at any point leaves the previous checkpoint loadable.
 
+use crate::bpe::{BpeRecord, BpeTokenizer};
 use crate::config::{ModelConfig, RunConfig, one_line};
 use crate::data::Tokenizer;
 use crate::model::FreeTransformer;
@@ -61,12 +64,13 @@ struct ConfigJson {
 #[derive(Debug, Serialize, Deserialize)]
 struct FreetJson {
     model: ModelConfig,
-    tokenizer: Tokenizer,
+    /// A serialized [`Tokenizer`]; a BPE is `{"bpe": BpeRecord}` and its file lies beside.
+    tokenizer: serde_json::Value,
 }
 
-fn config_json(cfg: &ModelConfig, tokenizer: Tokenizer) -> ConfigJson {
+fn config_json(cfg: &ModelConfig, tokenizer: &Tokenizer) -> Result<ConfigJson> {
     let ft = cfg.latent().is_some();
-    ConfigJson {
+    Ok(ConfigJson {
         architectures: vec![if ft { "FreeTransformerForCausalLM" } else { "LlamaForCausalLM" }.into()],
         model_type: if ft { "free_transformer" } else { "llama" }.into(),
         vocab_size: cfg.vocab_size,
@@ -79,8 +83,35 @@ fn config_json(cfg: &ModelConfig, tokenizer: Tokenizer) -> ConfigJson {
         rms_norm_eps: cfg.norm_eps,
         rope_theta: cfg.rope_theta,
         tie_word_embeddings: cfg.tied_embeddings,
-        freet: FreetJson { model: cfg.clone(), tokenizer },
+        freet: FreetJson { model: cfg.clone(), tokenizer: serde_json::to_value(tokenizer)? },
+    })
+}
+
+/// The tokenizer `config.json` records: a built-in one, or a BPE loaded from the checkpoint's own
+/// copy, which must match the recorded vocabulary size and content hash.
+fn load_tokenizer(dir: &Path, value: serde_json::Value) -> Result<Tokenizer> {
+    let cj = dir.join(CONFIG_FILE);
+    let Some(record) = value.get("bpe") else {
+        return serde_json::from_value(value).map_err(|e| anyhow!("corrupt {}: tokenizer: {e}", cj.display()));
+    };
+    let record: BpeRecord =
+        serde_json::from_value(record.clone()).map_err(|e| anyhow!("corrupt {}: tokenizer.bpe: {e}", cj.display()))?;
+    if record.file.is_empty() || record.file.contains(['/', '\\']) || record.file.starts_with('.') {
+        bail!("corrupt {}: tokenizer file {:?} is not a plain file name", cj.display(), record.file);
     }
+    let bpe = BpeTokenizer::from_file(&dir.join(&record.file))?;
+    if bpe.record() != record {
+        bail!(
+            "{}: {} does not match config.json (vocab {} vs {}, fnv1a64 {} vs {})",
+            dir.display(),
+            record.file,
+            bpe.vocab_size(),
+            record.vocab_size,
+            bpe.hash_hex(),
+            record.fnv1a64
+        );
+    }
+    Ok(Tokenizer::Bpe(bpe))
 }
 
 fn step_name(step: u64) -> String {
@@ -146,7 +177,10 @@ pub fn save(
             Tensor::write_safetensors(&tensors, &p).with_context(|| format!("cannot write {}", p.display()))?;
             fsync_file(&p)?;
         }
-        let cj = serde_json::to_vec_pretty(&config_json(model.config(), tokenizer))?;
+        if let Tokenizer::Bpe(bpe) = &tokenizer {
+            write_file_synced(&tmp.join(crate::bpe::TOKENIZER_FILE), bpe.json().as_bytes())?;
+        }
+        let cj = serde_json::to_vec_pretty(&config_json(model.config(), &tokenizer)?)?;
         write_file_synced(&tmp.join(CONFIG_FILE), &cj)?;
         write_file_synced(&tmp.join(STATE_FILE), &serde_json::to_vec_pretty(state)?)?;
         fsync_dir(&tmp)
@@ -266,6 +300,16 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded> {
     let cj: ConfigJson = read_json(&dir.join(CONFIG_FILE))?;
     let cfg = cj.freet.model;
     cfg.validate().map_err(|e| anyhow!("{}: {e}", dir.join(CONFIG_FILE).display()))?;
+    let tokenizer = load_tokenizer(&dir, cj.freet.tokenizer)?;
+    if tokenizer.vocab_size() != cfg.vocab_size {
+        bail!(
+            "{}: model vocab_size {} does not match its {} tokenizer's {} tokens",
+            dir.join(CONFIG_FILE).display(),
+            cfg.vocab_size,
+            tokenizer.name(),
+            tokenizer.vocab_size()
+        );
+    }
     let mut model = FreeTransformer::new(&cfg, device, 0)?;
     load_weights(&mut model, &dir.join(MODEL_FILE))?;
     let state_path = dir.join(STATE_FILE);
@@ -279,7 +323,7 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded> {
             s.format_version
         );
     }
-    Ok(Loaded { model, tokenizer: cj.freet.tokenizer, state, dir })
+    Ok(Loaded { model, tokenizer, state, dir })
 }
 
 /// Copies every tensor of a safetensors file into the model; names and shapes must match exactly.

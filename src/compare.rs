@@ -140,15 +140,16 @@ pub struct RunResult {
     pub metrics: BTreeMap<String, f64>,
 }
 
-/// How a metric is named, rendered and whether lower is better.
+/// How a metric is named and rendered.
 struct MetricInfo {
     key: &'static str,
     label: &'static str,
     digits: usize,
 }
 
-const METRICS: [MetricInfo; 12] = [
+const METRICS: [MetricInfo; 14] = [
     MetricInfo { key: "nll", label: "NLL bound (nats/token)", digits: 4 },
+    MetricInfo { key: "bits_per_byte", label: "NLL bound (bits/byte)", digits: 4 },
     MetricInfo { key: "excess_nll_bits_per_seq", label: "excess NLL over Bayes (bits/seq)", digits: 2 },
     MetricInfo { key: "elbo", label: "ELBO", digits: 4 },
     MetricInfo { key: "prior_ce", label: "prior-Z CE", digits: 4 },
@@ -160,6 +161,7 @@ const METRICS: [MetricInfo; 12] = [
     MetricInfo { key: "consistency_independent", label: "consistency, independent", digits: 3 },
     MetricInfo { key: "pass_at_1", label: "pass@1", digits: 3 },
     MetricInfo { key: "pass_at_8", label: "pass@8", digits: 3 },
+    MetricInfo { key: "distinct_valid", label: "distinct valid answers / prompt", digits: 2 },
 ];
 
 /// Loads the task's base config (built-in name or a TOML path) with the user's overrides.
@@ -259,7 +261,7 @@ fn evaluate_run(
     let val = data.val_batches(run.train.eval_batches, run.train.batch_size);
     // The same evaluation draws for every arm and seed.
     let opts = EvalOptions { prior_samples: o.prior_samples, iwae_samples: o.iwae_samples, seed: 0xe7a1 };
-    let eval = evaluate_with(model, &val, &opts);
+    let eval = evaluate_with(model, &val, &opts).with_target_bytes(data.target_bytes(&val));
     let mut metrics = BTreeMap::new();
     let nll = eval.headline_nats();
     metrics.insert("nll".to_string(), nll);
@@ -267,6 +269,11 @@ fn evaluate_run(
         if let Some(v) = v {
             metrics.insert(k.to_string(), v);
         }
+    }
+    if let Some(b) = &eval.bits_per_byte
+        && let Some(v) = b.ce.or(b.iwae).or(b.elbo)
+    {
+        metrics.insert("bits_per_byte".into(), v);
     }
     let kl_bits = eval.kl_nats.map(|k| k / std::f64::consts::LN_2);
     if let Some(k) = kl_bits {

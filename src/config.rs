@@ -504,15 +504,19 @@ impl TrainConfig {
 pub enum DataConfig {
     /// The paper's §4.1 synthetic task (66 characters, 29 symbols).
     Synthetic,
-    /// A UTF-8 text file, byte-level tokens.
+    /// A UTF-8 text file: byte tokens, or a BPE's tokens when `tokenizer` is set.
     Text {
         /// The text file.
         path: PathBuf,
         /// Tokens per training window, including the last target.
         seq_len: usize,
-        /// Trailing fraction of the file held out for validation.
+        /// Trailing fraction of the tokens held out for validation.
         #[serde(default = "default_val_fraction")]
         val_fraction: f64,
+        /// A `tokenizer.json` from `freet tokenizer train` (default: one token per byte); its
+        /// vocabulary size must equal `model.vocab_size` (checked when the data is loaded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokenizer: Option<PathBuf>,
     },
     /// A synthetic evaluation task (`task = "hmm_mixture" | "permutation" | "countdown"`, then its
     /// parameters; see [`crate::tasks`]).
@@ -577,8 +581,8 @@ impl RunConfig {
                     ));
                 }
             }
-            DataConfig::Text { seq_len, val_fraction, .. } => {
-                if self.model.vocab_size != crate::data::Tokenizer::Bytes.vocab_size() {
+            DataConfig::Text { seq_len, val_fraction, tokenizer, .. } => {
+                if tokenizer.is_none() && self.model.vocab_size != crate::data::Tokenizer::Bytes.vocab_size() {
                     return Err(value_err(
                         "model.vocab_size",
                         format!("{} does not match the byte tokenizer's 256", self.model.vocab_size),
@@ -737,6 +741,26 @@ kind = "synthetic"
         let text = BASE.replace("kappa_bits = \"1/8\"", "");
         let e = RunConfig::from_toml_str(&text, "test", &[]).unwrap_err().to_string();
         assert!(e.contains("kappa_bits"), "{e}");
+    }
+
+    #[test]
+    fn text_tokenizer_key_is_optional_and_round_trips() {
+        let text = |extra: &str| {
+            BASE.replace("vocab_size = 29", "vocab_size = 300")
+                .replace("kind = \"synthetic\"", &format!("kind = \"text\"\npath = \"c.txt\"\nseq_len = 33\n{extra}"))
+        };
+        // Without a tokenizer the text is bytes, and 300 is not 256.
+        let e = RunConfig::from_toml_str(&text(""), "test", &[]).unwrap_err().to_string();
+        assert!(e.contains("model.vocab_size") && e.contains("256"), "{e}");
+        // With one, the vocabulary is checked when the tokenizer file is loaded.
+        let c = RunConfig::from_toml_str(&text("tokenizer = \"tok.json\""), "test", &[]).unwrap();
+        let DataConfig::Text { tokenizer, .. } = &c.data else { panic!("text data") };
+        assert_eq!(tokenizer.as_deref(), Some(Path::new("tok.json")));
+        let back = RunConfig::from_toml_str(&toml::to_string(&c).unwrap(), "round trip", &[]).unwrap();
+        assert_eq!(back, c);
+        // Byte-level runs serialise exactly as before (no tokenizer key).
+        let bytes = RunConfig::from_toml_str(&text(""), "test", &["model.vocab_size=256".into()]).unwrap();
+        assert!(!toml::to_string(&bytes).unwrap().contains("tokenizer"));
     }
 
     #[test]

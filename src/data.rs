@@ -1,4 +1,5 @@
-//! Data for freet: the paper's synthetic task, tokenizers, and datasets.
+//! Data for freet: the paper's synthetic task, tokenizers (synthetic, bytes, byte-level BPE), and
+//! datasets, with the byte accounting behind bits-per-byte figures.
 //!
 //! Everything here is pure Rust and deterministic. Randomness is
 //! counter-based: every example is drawn from its own `ChaCha8Rng` whose
@@ -12,6 +13,8 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::bpe::BpeError;
+pub use crate::bpe::BpeTokenizer;
 #[cfg(test)]
 use crate::rng::splitmix64;
 pub use crate::rng::stream_seed;
@@ -34,6 +37,17 @@ pub const SYNTH_VOCAB: usize = 29;
 
 /// Vocabulary size of the byte tokenizer.
 pub const BYTES_VOCAB: usize = 256;
+
+/// Every byte value, indexed by itself: the bytes of byte-tokenizer ids.
+const ALL_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Symbols of the synthetic vocabulary, indexed by token id.
 const SYNTH_ALPHABET: [u8; SYNTH_VOCAB] = *b"ABCDEFGHIJKLMNOPQRSTUVWXYZ_!>";
@@ -83,21 +97,21 @@ pub enum DataError {
         seq_len: usize,
     },
     /// The training region cannot hold one window.
-    #[error("training region of {path} holds {len} bytes, shorter than seq_len {seq_len}")]
+    #[error("training region of {path} holds {len} tokens, shorter than seq_len {seq_len}")]
     TrainRegionTooShort {
         /// The dataset path.
         path: String,
-        /// Bytes in the training region.
+        /// Tokens in the training region.
         len: usize,
         /// The requested sequence length.
         seq_len: usize,
     },
     /// The validation region cannot hold one window.
-    #[error("validation region of {path} holds {len} bytes, shorter than seq_len {seq_len}")]
+    #[error("validation region of {path} holds {len} tokens, shorter than seq_len {seq_len}")]
     ValRegionTooShort {
         /// The dataset path.
         path: String,
-        /// Bytes in the validation region.
+        /// Tokens in the validation region.
         len: usize,
         /// The requested sequence length.
         seq_len: usize,
@@ -131,6 +145,19 @@ pub enum DataError {
         position: usize,
         /// The task alphabet, in id order.
         alphabet: String,
+    },
+    /// A BPE tokenizer failed to load or encode.
+    #[error(transparent)]
+    Bpe(#[from] BpeError),
+    /// The tokens of a text do not spell out its bytes (bits per byte would be wrong).
+    #[error("the {tokenizer} tokenizer does not reproduce {path} exactly (first difference at byte {offset})")]
+    NotExact {
+        /// The dataset path.
+        path: String,
+        /// Name of the tokenizer.
+        tokenizer: &'static str,
+        /// First byte offset where decoded tokens and text differ.
+        offset: usize,
     },
 }
 
@@ -213,8 +240,12 @@ impl SyntheticTask {
     }
 }
 
-/// Tokenizer kinds: the 29-symbol synthetic alphabet or raw UTF-8 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Tokenizer kinds: the 29-symbol synthetic alphabet, raw UTF-8 bytes, or a byte-level BPE.
+///
+/// Serialized as `"synthetic"`, `"bytes"` or `{"bpe": {file, vocab_size, fnv1a64}}`; a BPE
+/// tokenizer is never deserialized from that record but loaded from its file
+/// ([`BpeTokenizer::from_file`], or a checkpoint's copy by `checkpoint::load`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tokenizer {
     /// 'A'..='Z' → 0..=25, '_' → 26, '!' → 27, '>' → 28.
@@ -223,6 +254,10 @@ pub enum Tokenizer {
     Bytes,
     /// A synthetic evaluation task's alphabet, one char per id (see [`crate::tasks`]).
     Task(crate::tasks::TaskAlphabet),
+    /// A byte-level BPE trained by `freet tokenizer train` (any `tokenizer.json` whose tokens are
+    /// byte-level).
+    #[serde(skip_deserializing)]
+    Bpe(BpeTokenizer),
 }
 
 impl Tokenizer {
@@ -232,15 +267,28 @@ impl Tokenizer {
             Tokenizer::Synthetic => SYNTH_VOCAB,
             Tokenizer::Bytes => BYTES_VOCAB,
             Tokenizer::Task(a) => a.vocab_size(),
+            Tokenizer::Bpe(b) => b.vocab_size(),
         }
     }
 
-    /// Short name of the tokenizer ("synthetic" or "bytes").
+    /// Short name of the tokenizer ("synthetic", "bytes" or "bpe").
     pub fn name(&self) -> &'static str {
         match self {
             Tokenizer::Synthetic => "synthetic",
             Tokenizer::Bytes => "bytes",
             Tokenizer::Task(_) => "task",
+            Tokenizer::Bpe(_) => "bpe",
+        }
+    }
+
+    /// The UTF-8 bytes token `id` stands for (None when out of range): the unit of bits per byte.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        let i = id as usize;
+        match self {
+            Tokenizer::Synthetic => SYNTH_ALPHABET.get(i..=i),
+            Tokenizer::Bytes => ALL_BYTES.get(i..=i),
+            Tokenizer::Bpe(b) => b.token_bytes(id),
+            Tokenizer::Task(_) => None,
         }
     }
 
@@ -254,6 +302,7 @@ impl Tokenizer {
                 .collect(),
             Tokenizer::Bytes => Ok(text.bytes().map(u32::from).collect()),
             Tokenizer::Task(a) => a.encode(text),
+            Tokenizer::Bpe(b) => Ok(b.encode(text)?),
         }
     }
 
@@ -270,6 +319,7 @@ impl Tokenizer {
                 String::from_utf8_lossy(&bytes).into_owned()
             }
             Tokenizer::Task(a) => a.decode(ids)?,
+            Tokenizer::Bpe(b) => String::from_utf8_lossy(&b.decode_bytes(ids)).into_owned(),
         })
     }
 }
@@ -285,14 +335,60 @@ fn synthetic_id(c: char) -> Option<u32> {
     }
 }
 
-/// A byte-tokenized text corpus split into a training head and a held-out validation tail.
+/// The token stream of a text corpus: raw bytes (byte tokenizer, one token per byte) or ids.
+#[derive(Clone)]
+enum Stream {
+    /// Byte-tokenizer stream, stored as the bytes themselves.
+    Bytes(Vec<u8>),
+    /// Token ids of any other tokenizer.
+    Ids(Vec<u32>),
+}
+
+impl Stream {
+    /// Number of tokens.
+    fn len(&self) -> usize {
+        match self {
+            Stream::Bytes(b) => b.len(),
+            Stream::Ids(ids) => ids.len(),
+        }
+    }
+
+    /// Tokens `start..start + len`.
+    fn window(&self, start: usize, len: usize) -> Vec<u32> {
+        match self {
+            Stream::Bytes(b) => b[start..start + len].iter().map(|&b| u32::from(b)).collect(),
+            Stream::Ids(ids) => ids[start..start + len].to_vec(),
+        }
+    }
+}
+
+/// Byte offset of the first difference between the bytes `ids` stand for and `text` (None when
+/// they spell it out exactly; an id outside the vocabulary is a difference).
+fn first_difference(tok: &Tokenizer, ids: &[u32], text: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    for &id in ids {
+        let Some(b) = tok.token_bytes(id) else { return Some(pos) };
+        let rest = &text[pos..];
+        if !rest.starts_with(b) {
+            return Some(pos + b.iter().zip(rest).take_while(|(x, y)| x == y).count());
+        }
+        pos += b.len();
+    }
+    (pos != text.len()).then_some(pos)
+}
+
+/// A tokenized text corpus split into a training head and a held-out validation tail of tokens.
 #[derive(Clone)]
 pub struct TextDataset {
     /// Where the bytes came from (a path, or "<memory>"), used in errors and Debug.
     source: String,
-    /// The whole corpus.
-    bytes: Vec<u8>,
-    /// First byte of the validation region; `bytes[..train_end]` is training.
+    /// The tokenizer of the stream.
+    tokenizer: Tokenizer,
+    /// The whole corpus as tokens.
+    tokens: Stream,
+    /// UTF-8 bytes of the corpus.
+    text_bytes: usize,
+    /// First token of the validation region; tokens `..train_end` are training.
     train_end: usize,
     /// Tokens per example, including the final target.
     seq_len: usize,
@@ -304,7 +400,9 @@ impl fmt::Debug for TextDataset {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TextDataset")
             .field("source", &self.source)
-            .field("len", &self.bytes.len())
+            .field("tokenizer", &self.tokenizer.name())
+            .field("bytes", &self.text_bytes)
+            .field("tokens", &self.tokens.len())
             .field("train", &self.train_range())
             .field("val", &self.val_range())
             .field("seq_len", &self.seq_len)
@@ -314,20 +412,50 @@ impl fmt::Debug for TextDataset {
 }
 
 impl TextDataset {
-    /// Reads `path` as bytes; the last `val_fraction` of them (rounded) is held out for validation.
+    /// Reads `path` as byte tokens; the last `val_fraction` of them (rounded) is held out for validation.
     pub fn from_file(path: &Path, seq_len: usize, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
-        let source = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| DataError::Io { path: source.clone(), source: e })?;
-        Self::build(source, bytes, seq_len, val_fraction, seed)
+        Self::from_file_with(path, Tokenizer::Bytes, seq_len, val_fraction, seed)
     }
 
     /// Like [`TextDataset::from_file`] but from in-memory bytes (errors name "<memory>").
     pub fn from_bytes(bytes: Vec<u8>, seq_len: usize, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
-        Self::build(MEMORY_SOURCE.to_string(), bytes, seq_len, val_fraction, seed)
+        Self::from_bytes_with(bytes, Tokenizer::Bytes, seq_len, val_fraction, seed)
     }
 
-    /// Validates the parameters and splits the corpus.
-    fn build(source: String, bytes: Vec<u8>, seq_len: usize, val_fraction: f64, seed: u64) -> Result<Self, DataError> {
+    /// Reads `path` and tokenizes it with `tokenizer` (non-byte tokenizers need UTF-8 text that
+    /// their tokens reproduce exactly); the last `val_fraction` of the tokens is held out.
+    pub fn from_file_with(
+        path: &Path,
+        tokenizer: Tokenizer,
+        seq_len: usize,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self, DataError> {
+        let source = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| DataError::Io { path: source.clone(), source: e })?;
+        Self::build(source, bytes, tokenizer, seq_len, val_fraction, seed)
+    }
+
+    /// Like [`TextDataset::from_file_with`] but from in-memory bytes (errors name "<memory>").
+    pub fn from_bytes_with(
+        bytes: Vec<u8>,
+        tokenizer: Tokenizer,
+        seq_len: usize,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self, DataError> {
+        Self::build(MEMORY_SOURCE.to_string(), bytes, tokenizer, seq_len, val_fraction, seed)
+    }
+
+    /// Validates the parameters, tokenizes and splits the corpus.
+    fn build(
+        source: String,
+        bytes: Vec<u8>,
+        tokenizer: Tokenizer,
+        seq_len: usize,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self, DataError> {
         if bytes.is_empty() {
             return Err(DataError::EmptyFile { path: source });
         }
@@ -338,7 +466,20 @@ impl TextDataset {
         if seq_len < 2 {
             return Err(DataError::SeqLenTooSmall { path: source, seq_len });
         }
-        let len = bytes.len();
+        let text_bytes = bytes.len();
+        let tokens = match tokenizer {
+            Tokenizer::Bytes => Stream::Bytes(bytes),
+            _ => {
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|e| BpeError::NotUtf8 { path: source.clone(), offset: e.valid_up_to() })?;
+                let ids = tokenizer.encode(text)?;
+                if let Some(offset) = first_difference(&tokenizer, &ids, &bytes) {
+                    return Err(DataError::NotExact { path: source, tokenizer: tokenizer.name(), offset });
+                }
+                Stream::Ids(ids)
+            }
+        };
+        let len = tokens.len();
         let val_len = ((len as f64) * val_fraction).round() as usize;
         let val_len = val_len.min(len);
         let train_end = len - val_len;
@@ -348,7 +489,7 @@ impl TextDataset {
         if val_len < seq_len {
             return Err(DataError::ValRegionTooShort { path: source, len: val_len, seq_len });
         }
-        Ok(Self { source, bytes, train_end, seq_len, seed })
+        Ok(Self { source, tokenizer, tokens, text_bytes, train_end, seq_len, seed })
     }
 
     /// Where the bytes came from (the path as displayed, or "<memory>").
@@ -356,24 +497,39 @@ impl TextDataset {
         &self.source
     }
 
+    /// The tokenizer of the stream.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// Tokens per example, including the final target.
     pub fn seq_len(&self) -> usize {
         self.seq_len
     }
 
-    /// Byte range of the training region.
+    /// Tokens in the whole corpus.
+    pub fn len_tokens(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// UTF-8 bytes in the whole corpus.
+    pub fn len_bytes(&self) -> usize {
+        self.text_bytes
+    }
+
+    /// Token range of the training region.
     pub fn train_range(&self) -> Range<usize> {
         0..self.train_end
     }
 
-    /// Byte range of the held-out validation region.
+    /// Token range of the held-out validation region.
     pub fn val_range(&self) -> Range<usize> {
-        self.train_end..self.bytes.len()
+        self.train_end..self.tokens.len()
     }
 
     /// Number of non-overlapping validation windows.
     pub fn val_windows(&self) -> usize {
-        (self.bytes.len() - self.train_end) / self.seq_len
+        (self.tokens.len() - self.train_end) / self.seq_len
     }
 
     /// Start offset of the training window at (step, micro, row), uniform over the training region.
@@ -384,9 +540,9 @@ impl TextDataset {
         rng.random_range(0..=max_start) as usize
     }
 
-    /// Byte tokens of the window starting at `start`.
+    /// Tokens of the window starting at `start`.
     fn window(&self, start: usize) -> Vec<u32> {
-        self.bytes[start..start + self.seq_len].iter().map(|&b| u32::from(b)).collect()
+        self.tokens.window(start, self.seq_len)
     }
 
     /// A training batch: `batch_size` windows, a pure function of (seed, step, micro, row).
@@ -409,12 +565,12 @@ impl TextDataset {
     }
 }
 
-/// A dataset: the synthetic task or a byte-level text corpus.
+/// A dataset: the synthetic task or a tokenized text corpus.
 #[derive(Debug, Clone)]
 pub enum Dataset {
     /// The paper's synthetic task (synthetic tokenizer, 66 tokens per example).
     Synthetic(SyntheticTask),
-    /// A text file tokenized as bytes.
+    /// A text file tokenized as bytes or with a BPE.
     Text(TextDataset),
     /// A synthetic evaluation task ([`crate::tasks::Task`]) with its own alphabet.
     Task(crate::tasks::Task),
@@ -425,9 +581,23 @@ impl Dataset {
     pub fn tokenizer(&self) -> Tokenizer {
         match self {
             Dataset::Synthetic(_) => Tokenizer::Synthetic,
-            Dataset::Text(_) => Tokenizer::Bytes,
+            Dataset::Text(t) => t.tokenizer().clone(),
             Dataset::Task(t) => t.tokenizer(),
         }
+    }
+
+    /// UTF-8 bytes of text that the predicted tokens (positions 1.. of every row) of `batches`
+    /// stand for: the denominator of bits per byte. None for the synthetic task, which is not text.
+    pub fn target_bytes(&self, batches: &[Vec<Vec<u32>>]) -> Option<u64> {
+        let Dataset::Text(t) = self else { return None };
+        let tok = t.tokenizer();
+        let bytes = batches
+            .iter()
+            .flatten()
+            .flat_map(|row| row.iter().skip(1))
+            .map(|&id| tok.token_bytes(id).map_or(0, <[u8]>::len) as u64)
+            .sum();
+        Some(bytes)
     }
 
     /// Vocabulary size of [`Dataset::tokenizer`].
@@ -840,6 +1010,98 @@ mod tests {
         assert_eq!(ok.val_range(), 90..100);
         assert_eq!(ok.source(), good.display().to_string());
         assert_eq!(Dataset::Text(ok).val_batches(5, 1).len(), 1);
+    }
+
+    /// The shared test BPE (vocab 300, trained on tests/data/tiny-corpus.txt).
+    fn bpe() -> Tokenizer {
+        Tokenizer::Bpe(crate::bpe::tests::trained().tokenizer.clone())
+    }
+
+    #[test]
+    fn bpe_dataset_tokens_spell_out_the_text() {
+        let path = crate::bpe::tests::corpus_path();
+        let text = std::fs::read(&path).unwrap();
+        let ds = TextDataset::from_file_with(&path, bpe(), 16, 0.25, 3).unwrap();
+        assert_eq!(ds.len_bytes(), text.len());
+        assert!(ds.len_tokens() < text.len() * 2 / 3, "BPE compresses: {} tokens", ds.len_tokens());
+        assert_eq!(ds.tokenizer().name(), "bpe");
+        // The validation region is the held-out tail: its tokens decode to the end of the file.
+        let data = Dataset::Text(ds.clone());
+        let val = data.val_batches(1000, 4);
+        let flat: Vec<u32> = val.iter().flatten().flatten().copied().collect();
+        assert_eq!(flat.len(), ds.val_windows() * 16);
+        let Tokenizer::Bpe(b) = bpe() else { unreachable!() };
+        let val_text = b.decode_bytes(&flat);
+        let all_text = b.decode_bytes(&ds.tokens.window(0, ds.len_tokens()));
+        assert_eq!(all_text, text);
+        let val_start: usize = b.decode_bytes(&ds.tokens.window(0, ds.train_range().end)).len();
+        assert_eq!(&text[val_start..val_start + val_text.len()], &val_text[..]);
+        // Target bytes: every predicted token (not the first of each window) counts its own bytes.
+        let expect: u64 = val.iter().flatten().map(|row| b.decode_bytes(&row[1..]).len() as u64).sum();
+        assert_eq!(data.target_bytes(&val), Some(expect));
+        assert!(expect > (flat.len() - flat.len() / 16) as u64, "more bytes than tokens");
+        for row in data.train_batch(0, 0, 8) {
+            assert_eq!(row.len(), 16);
+            assert!(row.iter().all(|&t| (t as usize) < 300));
+        }
+        assert_eq!(Dataset::Synthetic(SyntheticTask::new(0)).target_bytes(&val), None);
+    }
+
+    #[test]
+    fn bits_per_byte_equals_bits_per_token_for_bytes() {
+        let data = Dataset::Text(TextDataset::from_bytes(corpus(1000, 250), 10, 0.25, 7).unwrap());
+        let val = data.val_batches(3, 4);
+        let predicted: u64 = val.iter().flatten().map(|r| r.len() as u64 - 1).sum();
+        assert_eq!(data.target_bytes(&val), Some(predicted));
+        let report =
+            crate::eval::EvalReport { tokens: predicted, prior_ce: Some(1.3), elbo: Some(1.7), ..Default::default() }
+                .with_target_bytes(data.target_bytes(&val));
+        let b = report.bits_per_byte.clone().expect("text data has bits per byte");
+        assert_eq!(b.bytes, predicted);
+        assert!((b.prior_ce.unwrap() - 1.3 / std::f64::consts::LN_2).abs() < 1e-12);
+        assert!((b.elbo.unwrap() - 1.7 / std::f64::consts::LN_2).abs() < 1e-12);
+        assert_eq!(b.ce, None);
+        // With BPE tokens the same nats spread over more bytes.
+        let bpe_report =
+            crate::eval::EvalReport { tokens: 10, ce: Some(2.0), ..Default::default() }.with_target_bytes(Some(25));
+        let want = 2.0 * 10.0 / std::f64::consts::LN_2 / 25.0;
+        assert!((bpe_report.bits_per_byte.unwrap().ce.unwrap() - want).abs() < 1e-12);
+        assert!(report.render().contains("bits/byte"));
+        assert!(crate::eval::EvalReport::default().with_target_bytes(None).bits_per_byte.is_none());
+    }
+
+    #[test]
+    fn bpe_dataset_refuses_text_it_cannot_reproduce() {
+        let dir = tempfile::tempdir().unwrap();
+        let latin1 = write_file(&dir, "latin1.txt", b"caf\xe9 au lait, again and again and again");
+        let msg = TextDataset::from_file_with(&latin1, bpe(), 4, 0.25, 0).unwrap_err().to_string();
+        assert!(msg.contains("latin1.txt") && msg.contains("UTF-8"), "{msg}");
+        // A normalizer (here: lowercasing) breaks the exact byte round trip, so bits/byte would lie.
+        let Tokenizer::Bpe(b) = bpe() else { unreachable!() };
+        let mut v: serde_json::Value = serde_json::from_str(b.json()).unwrap();
+        v["normalizer"] = serde_json::json!({"type": "Lowercase"});
+        let lower = crate::bpe::BpeTokenizer::from_json(v.to_string(), "lower.json").unwrap();
+        let text = write_file(&dir, "t.txt", b"the river and The Lighthouse and the baker and the bread");
+        let msg = TextDataset::from_file_with(&text, Tokenizer::Bpe(lower), 4, 0.25, 0).unwrap_err().to_string();
+        assert!(msg.contains("does not reproduce") && msg.contains("byte 14"), "{msg}");
+        // Bytes stay exact for any file, UTF-8 or not.
+        assert!(TextDataset::from_file_with(&latin1, Tokenizer::Bytes, 4, 0.25, 0).is_ok());
+    }
+
+    #[test]
+    fn bpe_tokenizer_encodes_and_decodes_through_the_enum() {
+        let tok = bpe();
+        assert_eq!(tok.vocab_size(), 300);
+        let ids = tok.encode("The lighthouse keeper, ünd 😀").unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), "The lighthouse keeper, ünd 😀");
+        let msg = tok.decode(&[1, 300]).unwrap_err().to_string();
+        assert!(msg.contains("300") && msg.contains("bpe"), "{msg}");
+        // Serialized as a record of the file, never as the whole tokenizer.
+        let v = serde_json::to_value(&tok).unwrap();
+        assert_eq!(v["bpe"]["file"], "tokenizer.json");
+        assert_eq!(v["bpe"]["vocab_size"], 300);
+        assert!(serde_json::from_value::<Tokenizer>(v).is_err());
+        assert_eq!(serde_json::to_value(Tokenizer::Bytes).unwrap(), "bytes");
     }
 
     #[test]

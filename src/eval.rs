@@ -43,6 +43,26 @@ pub struct EvalReport {
     pub dead_bits: Option<usize>,
     /// Fraction of tokens with KL_t > κ.
     pub frac_above_kappa: Option<f64>,
+    /// Text data only: the headline figures per UTF-8 byte of the predicted text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_byte: Option<BitsPerByte>,
+}
+
+/// Headline figures in bits per UTF-8 byte: total nats over the predicted tokens / ln 2 / the bytes
+/// those tokens decode to. Comparable across tokenizers; equals bits per token for byte tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BitsPerByte {
+    /// UTF-8 bytes the predicted tokens stand for.
+    pub bytes: u64,
+    /// Baseline: exact CE, bits/byte.
+    pub ce: Option<f64>,
+    /// Free Transformer: CE with prior Z, bits/byte (upper bound).
+    pub prior_ce: Option<f64>,
+    /// Free Transformer: ELBO, bits/byte (upper bound).
+    pub elbo: Option<f64>,
+    /// Free Transformer: importance-weighted bound, bits/byte (upper bound).
+    #[serde(default)]
+    pub iwae: Option<f64>,
 }
 
 impl EvalReport {
@@ -50,6 +70,21 @@ impl EvalReport {
     /// bound measured (IWAE when computed, else the ELBO).
     pub fn headline_nats(&self) -> f64 {
         self.ce.or(self.iwae).or(self.elbo).unwrap_or(f64::NAN)
+    }
+
+    /// Adds bits per byte, given the UTF-8 bytes of the evaluated targets (None: not text, no-op).
+    pub fn with_target_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.bits_per_byte = bytes.filter(|&b| b > 0).map(|bytes| {
+            let per_byte = |v: Option<f64>| v.map(|nats| nats * self.tokens as f64 / LN_2 / bytes as f64);
+            BitsPerByte {
+                bytes,
+                ce: per_byte(self.ce),
+                prior_ce: per_byte(self.prior_ce),
+                elbo: per_byte(self.elbo),
+                iwae: per_byte(self.iwae),
+            }
+        });
+        self
     }
 
     /// A human-readable table (nats and bits per token), labelled so that nobody compares the
@@ -81,6 +116,24 @@ impl EvalReport {
                 self.per_bit_kl_bits.len(),
                 100.0 * f
             );
+        }
+        if let Some(b) = &self.bits_per_byte {
+            s += &format!(
+                "per byte of text ({} bytes, {:.3} bytes/token)\n",
+                b.bytes,
+                b.bytes as f64 / self.tokens.max(1) as f64
+            );
+            let rows = [
+                ("CE (exact NLL, baseline)", b.ce),
+                ("CE with prior Z (bound)", b.prior_ce),
+                ("ELBO (bound)", b.elbo),
+                ("IWAE (bound)", b.iwae),
+            ];
+            for (name, v) in rows {
+                if let Some(v) = v {
+                    s += &format!("  {name:<40} {v:>8.4} bits/byte\n");
+                }
+            }
         }
         s
     }
@@ -203,6 +256,7 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
                     per_bit_kl_bits,
                     dead_bits: Some(dead),
                     frac_above_kappa: Some(above_sum / nt),
+                    bits_per_byte: None,
                 }
             }
         }

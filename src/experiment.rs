@@ -180,7 +180,7 @@ fn letter_ids(letter: char) -> Vec<i64> {
 }
 
 fn decode(tokens: &Tensor) -> Result<Vec<String>> {
-    Ok(decode_rows(Tokenizer::Synthetic, tokens)?)
+    Ok(decode_rows(&Tokenizer::Synthetic, tokens)?)
 }
 
 /// Fresh-Z and shared-Z groups for `groups` random prompt letters (the same letters for every arm).

@@ -264,7 +264,7 @@ pub fn sample_token(logits: &Tensor, opts: &SampleOptions, key: u64) -> Tensor {
 }
 
 /// Decodes generated `[B, T]` int64 tokens into one string per row.
-pub fn decode_rows(tok: Tokenizer, tokens: &Tensor) -> Result<Vec<String>, DataError> {
+pub fn decode_rows(tok: &Tokenizer, tokens: &Tensor) -> Result<Vec<String>, DataError> {
     let rows =
         Vec::<Vec<i64>>::try_from(tokens.to_device(tch::Device::Cpu)).expect("generated tokens are [B, T] int64");
     rows.into_iter().map(|r| tok.decode(&r.into_iter().map(|v| v as u32).collect::<Vec<_>>())).collect()

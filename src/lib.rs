@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod blocks;
+pub mod bpe;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

@@ -7,7 +7,7 @@ use freet::config::{Precision, RunConfig};
 use freet::data::Tokenizer;
 use freet::figure4::{Group, Panel, render_text};
 use freet::generate::{LatentSource, SampleOptions, decode_rows, generate};
-use freet::train::{TrainOptions, TrainSummary, dataset, train};
+use freet::train::{TrainOptions, TrainSummary, dataset_with, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,6 +44,9 @@ enum Cmd {
     /// Speed benchmarks (bench/run.sh runs them all next to the PyTorch reference).
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Byte-level BPE tokenizers for text data.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCmd),
 }
 
 #[derive(Args)]
@@ -285,6 +288,28 @@ fn cmd_bench_report(a: BenchReportArgs) -> Result<()> {
 }
 
 #[derive(Subcommand)]
+enum TokenizerCmd {
+    /// Train a byte-level BPE (any UTF-8 round-trips exactly) and write its tokenizer.json.
+    Train(TokenizerTrainArgs),
+}
+
+#[derive(Args)]
+struct TokenizerTrainArgs {
+    /// UTF-8 training text files.
+    #[arg(long, num_args = 1.., required = true)]
+    files: Vec<PathBuf>,
+    /// Vocabulary size: 256 byte symbols plus merges (fewer if the text runs out of pairs).
+    #[arg(long)]
+    vocab_size: usize,
+    /// Where to write tokenizer.json (replaced atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Minimum count of a pair for it to be merged.
+    #[arg(long, default_value_t = freet::bpe::DEFAULT_MIN_FREQUENCY)]
+    min_frequency: u64,
+}
+
+#[derive(Subcommand)]
 enum ExperimentCmd {
     /// The synthetic task of §4.1 / Figure 4: a baseline and κ = 1/64, 1/8, 1, 8 bits, the figure's
     /// blue/green groups, and regime metrics over many groups.
@@ -484,23 +509,23 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn encode_prompt(tok: Tokenizer, prompt: &str) -> Result<Vec<i64>> {
+fn encode_prompt(tok: &Tokenizer, prompt: &str) -> Result<Vec<i64>> {
     let ids = tok.encode(prompt).map_err(|e| anyhow!("--prompt: {e}"))?;
     Ok(ids.into_iter().map(i64::from).collect())
 }
 
-fn default_max_new(tok: Tokenizer, prompt_len: usize) -> usize {
+fn default_max_new(tok: &Tokenizer, prompt_len: usize) -> usize {
     match tok {
         Tokenizer::Synthetic => freet::data::SYNTH_LEN.saturating_sub(prompt_len).max(1),
-        Tokenizer::Bytes | Tokenizer::Task(_) => 128,
+        Tokenizer::Bytes | Tokenizer::Task(_) | Tokenizer::Bpe(_) => 128,
     }
 }
 
 fn cmd_sample(a: SampleArgs) -> Result<()> {
     let loaded = checkpoint::load(&a.checkpoint, a.device.get()?)?;
-    let prompt = encode_prompt(loaded.tokenizer, &a.prompt)?;
+    let prompt = encode_prompt(&loaded.tokenizer, &a.prompt)?;
     let opts = SampleOptions {
-        max_new_tokens: a.max_new.unwrap_or_else(|| default_max_new(loaded.tokenizer, prompt.len())),
+        max_new_tokens: a.max_new.unwrap_or_else(|| default_max_new(&loaded.tokenizer, prompt.len())),
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
@@ -508,7 +533,7 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
     };
     let source = if a.shared_z { LatentSource::Shared { z_seed: a.z_seed } } else { LatentSource::Fresh };
     let g = generate(&loaded.model, &prompt, a.n, &opts, source)?;
-    for s in decode_rows(loaded.tokenizer, &g.tokens)? {
+    for s in decode_rows(&loaded.tokenizer, &g.tokens)? {
         println!("{s}");
     }
     Ok(())
@@ -519,14 +544,15 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let state = loaded
         .state
         .ok_or_else(|| anyhow!("{}: no state.json, so the validation data is unknown", loaded.dir.display()))?;
-    let data = dataset(&state.run)?;
+    // The checkpoint's own tokenizer (its copy of tokenizer.json), not whatever the config path holds now.
+    let data = dataset_with(&state.run, loaded.tokenizer.clone())?;
     let n = a.batches.unwrap_or(state.run.train.eval_batches);
     if n == 0 {
         bail!("--batches must be at least 1");
     }
     let val = data.val_batches(n, state.run.train.batch_size);
     let opts = freet::eval::EvalOptions { prior_samples: a.prior_samples, iwae_samples: a.iwae_samples, seed: a.seed };
-    let report = freet::eval::evaluate_with(&loaded.model, &val, &opts);
+    let report = freet::eval::evaluate_with(&loaded.model, &val, &opts).with_target_bytes(data.target_bytes(&val));
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -573,16 +599,16 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     }
     let loaded = checkpoint::load(&s.checkpoint, device)?;
     let letter = (b'A' + (run.train.seed % 26) as u8) as char;
-    let prompt = encode_prompt(loaded.tokenizer, &format!("{letter}>"))?;
+    let prompt = encode_prompt(&loaded.tokenizer, &format!("{letter}>"))?;
     // Each group gets its own token-sampling seed: only Z should make green groups agree.
     let opts =
-        |seed| SampleOptions { max_new_tokens: default_max_new(loaded.tokenizer, 2), seed, ..Default::default() };
+        |seed| SampleOptions { max_new_tokens: default_max_new(&loaded.tokenizer, 2), seed, ..Default::default() };
     let n = a.group_size;
     let blue = generate(&loaded.model, &prompt, n, &opts(7), LatentSource::Fresh)?;
-    let mut groups = vec![Group::blue(decode_rows(loaded.tokenizer, &blue.tokens)?)];
+    let mut groups = vec![Group::blue(decode_rows(&loaded.tokenizer, &blue.tokens)?)];
     for z_seed in [1u64, 2] {
         let g = generate(&loaded.model, &prompt, n, &opts(100 + z_seed), LatentSource::Shared { z_seed })?;
-        groups.push(Group::green(decode_rows(loaded.tokenizer, &g.tokens)?));
+        groups.push(Group::green(decode_rows(&loaded.tokenizer, &g.tokens)?));
     }
     let panel = Panel { title: format!("κ = {kappa} bit, prompt {letter}>"), groups };
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
@@ -626,6 +652,27 @@ fn cmd_figure4(a: Figure4Args) -> Result<()> {
     Ok(())
 }
 
+fn cmd_tokenizer_train(a: TokenizerTrainArgs) -> Result<()> {
+    let t = freet::bpe::train(&a.files, a.vocab_size, a.min_frequency)?;
+    checkpoint::write_atomic(&a.out, t.tokenizer.json().as_bytes())
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "trained a byte-level BPE: vocab size {} ({} merges) on {} training bytes in {} file(s)",
+        t.tokenizer.vocab_size(),
+        t.merges,
+        t.training_bytes,
+        a.files.len()
+    );
+    println!(
+        "training text: {} tokens, {:.3} bytes/token; fnv1a64 {}",
+        t.training_tokens,
+        t.bytes_per_token(),
+        t.tokenizer.hash_hex()
+    );
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -637,6 +684,7 @@ fn run() -> Result<()> {
         Cmd::Compare(a) => cmd_compare(a),
         Cmd::Bench(BenchCmd::Run(a)) => cmd_bench_run(a),
         Cmd::Bench(BenchCmd::Report(a)) => cmd_bench_report(a),
+        Cmd::Tokenizer(TokenizerCmd::Train(a)) => cmd_tokenizer_train(a),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::checkpoint::{self, FORMAT_VERSION, TrainState};
 use crate::config::{DataConfig, NonFinite, RunConfig};
-use crate::data::{Dataset, SyntheticTask, TextDataset, Tokenizer};
+use crate::data::{BpeTokenizer, Dataset, SyntheticTask, TextDataset, Tokenizer};
 use crate::eval::{EvalReport, evaluate, to_batch};
 use crate::loss::LossStats;
 use crate::model::{FreeTransformer, Latents};
@@ -89,23 +89,55 @@ struct MetricsLine<'a> {
     skipped: Option<&'a str>,
 }
 
-/// Builds the dataset a run config names.
+/// Builds the dataset a run config names, with the tokenizer it names ([`tokenizer`]).
 pub fn dataset(run: &RunConfig) -> Result<Dataset> {
+    dataset_with(run, tokenizer(run)?)
+}
+
+/// Builds the dataset a run config names, tokenized with `tok` (e.g. a checkpoint's own copy of
+/// its tokenizer), after checking that `tok` fits `model.vocab_size`.
+pub fn dataset_with(run: &RunConfig, tok: Tokenizer) -> Result<Dataset> {
+    check_vocab(run, &tok)?;
     Ok(match &run.data {
         DataConfig::Synthetic => Dataset::Synthetic(SyntheticTask::new(run.train.seed)),
-        DataConfig::Text { path, seq_len, val_fraction } => {
-            Dataset::Text(TextDataset::from_file(path, *seq_len, *val_fraction, run.train.seed)?)
+        DataConfig::Text { path, seq_len, val_fraction, .. } => {
+            Dataset::Text(TextDataset::from_file_with(path, tok, *seq_len, *val_fraction, run.train.seed)?)
         }
         DataConfig::Task(spec) => Dataset::Task(crate::tasks::Task::new(spec, run.train.seed)?),
     })
 }
 
-/// The tokenizer a run config implies.
-pub fn tokenizer(run: &RunConfig) -> Tokenizer {
-    match run.data {
+/// The tokenizer a run config implies; a BPE is loaded from `data.tokenizer` and must fit
+/// `model.vocab_size`.
+pub fn tokenizer(run: &RunConfig) -> Result<Tokenizer> {
+    let tok = match &run.data {
         DataConfig::Synthetic => Tokenizer::Synthetic,
-        DataConfig::Text { .. } => Tokenizer::Bytes,
-        DataConfig::Task(ref spec) => Tokenizer::Task(spec.alphabet()),
+        DataConfig::Task(spec) => Tokenizer::Task(spec.alphabet()),
+        DataConfig::Text { tokenizer: None, .. } => Tokenizer::Bytes,
+        DataConfig::Text { tokenizer: Some(path), .. } => Tokenizer::Bpe(BpeTokenizer::from_file(path)?),
+    };
+    check_vocab(run, &tok)?;
+    Ok(tok)
+}
+
+/// `model.vocab_size` must equal the tokenizer's vocabulary size.
+fn check_vocab(run: &RunConfig, tok: &Tokenizer) -> Result<()> {
+    if run.model.vocab_size != tok.vocab_size() {
+        bail!(
+            "model.vocab_size {} does not match the vocabulary of {} ({} tokens)",
+            run.model.vocab_size,
+            describe(tok),
+            tok.vocab_size()
+        );
+    }
+    Ok(())
+}
+
+/// A tokenizer in words, for errors.
+fn describe(tok: &Tokenizer) -> String {
+    match tok {
+        Tokenizer::Bpe(b) => format!("the BPE tokenizer {} (fnv1a64 {})", b.source(), b.hash_hex()),
+        other => format!("the {} tokenizer", other.name()),
     }
 }
 
@@ -116,8 +148,8 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     if tc.threads > 0 {
         tch::set_num_threads(tc.threads as i32);
     }
-    let data = dataset(run)?;
-    let tok = tokenizer(run);
+    let tok = tokenizer(run)?;
+    let data = dataset_with(run, tok.clone())?;
     let ckpt_dir = opts.out_dir.join("checkpoints");
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create run directory {}", opts.out_dir.display()))?;
@@ -131,6 +163,14 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                 "{}: the checkpoint's model/data config differs from the given config; resume with the run's own \
                  config.toml",
                 loaded.dir.display()
+            );
+        }
+        if loaded.tokenizer != tok {
+            bail!(
+                "{}: the checkpoint was trained with {}, but the config names {}; resume with the run's own tokenizer",
+                loaded.dir.display(),
+                describe(&loaded.tokenizer),
+                describe(&tok)
             );
         }
         let mut opt = AdamW::new(loaded.model.var_store(), tc);
@@ -167,6 +207,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     if val.is_empty() {
         bail!("the validation split holds no batch: use a longer text or a larger data.val_fraction");
     }
+    let val_bytes = data.target_bytes(&val);
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -231,7 +272,8 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let is_last = state.step == tc.steps;
         let stop_now = opts.stop.load(Ordering::SeqCst);
         let eval_now = is_last || (tc.eval_every > 0 && state.step.is_multiple_of(tc.eval_every));
-        let eval = eval_now.then(|| evaluate(&model, &val, opts.eval_prior_samples, tc.seed));
+        let eval =
+            eval_now.then(|| evaluate(&model, &val, opts.eval_prior_samples, tc.seed).with_target_bytes(val_bytes));
         if eval.is_some() || state.step.is_multiple_of(tc.log_every) || is_last || skipped.is_some() {
             let line = MetricsLine {
                 step: state.step,
@@ -258,7 +300,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         if ckpt_now {
             let mut s = state.clone();
             s.elapsed_s += t0.elapsed().as_secs_f64();
-            last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, tok, Some(&opt), &s, tc.keep_last)?);
+            last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, tok.clone(), Some(&opt), &s, tc.keep_last)?);
         }
         if stop_now && !is_last {
             interrupted = true;

@@ -137,6 +137,137 @@ fn bad_device_is_a_user_error() {
     fails_with(&freet(&["sample", "--checkpoint", ".", "--prompt", "A>", "--device", "tpu"]), &["tpu"]);
 }
 
+/// The repository's tiny test corpus.
+fn corpus() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-corpus.txt").display().to_string()
+}
+
+/// [`tiny`] on the test corpus with a BPE of `vocab` tokens from `tokenizer`.
+fn tiny_bpe(tokenizer: &str, vocab: usize) -> String {
+    common::tiny_run_toml(&[
+        "model.latent.kappa_bits=\"1/8\"",
+        &format!("model.vocab_size={vocab}"),
+        "train.steps=2",
+        "train.log_every=10",
+        "train.checkpoint_every=0",
+        "train.keep_last=0",
+        "data.kind=\"text\"",
+        &format!("data.path=\"{}\"", corpus()),
+        "data.seq_len=33",
+        "data.val_fraction=0.25",
+        &format!("data.tokenizer=\"{tokenizer}\""),
+    ])
+}
+
+#[test]
+fn bpe_tokenizer_train_then_model_train_sample_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = tmp.path().join("tok.json").display().to_string();
+    let o = freet(&["tokenizer", "train", "--files", &corpus(), "--vocab-size", "300", "--out", &tok]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("vocab size 300") && stdout.contains("merges"), "{stdout}");
+    assert!(stdout.contains("training bytes") && stdout.contains("bytes/token"), "{stdout}");
+    // Deterministic across processes: the same input gives the same file.
+    let tok2 = tmp.path().join("tok2.json").display().to_string();
+    let o = freet(&["tokenizer", "train", "--files", &corpus(), "--vocab-size", "300", "--out", &tok2]);
+    assert!(o.status.success());
+    let tok_bytes = std::fs::read(&tok).unwrap();
+    assert_eq!(tok_bytes, std::fs::read(&tok2).unwrap(), "tokenizer training is deterministic");
+
+    let cfg = write(tmp.path(), "bpe.toml", &tiny_bpe(&tok, 300));
+    let run = tmp.path().join("run");
+    let r = run.display().to_string();
+    let o = freet(&["train", "--config", &cfg, "--out", &r, "--quiet", "--device", "cpu"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("bits/byte"), "{stdout}");
+    // The checkpoint carries its own byte-identical copy of the tokenizer.
+    let ckpt = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    let dir = run.join("checkpoints").join(ckpt.trim());
+    assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), tok_bytes);
+
+    // Replacing the original file does not change what sample and eval use.
+    let o = freet(&["tokenizer", "train", "--files", &corpus(), "--vocab-size", "280", "--out", &tok]);
+    assert!(o.status.success());
+    let o = freet(&["eval", "--checkpoint", &r, "--prior-samples", "1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (tokens, elbo) = (v["tokens"].as_f64().unwrap(), v["elbo"].as_f64().unwrap());
+    let bpb = &v["bits_per_byte"];
+    let bytes = bpb["bytes"].as_f64().unwrap();
+    assert!(bytes > 1.5 * tokens, "BPE tokens cover several bytes: {bytes} bytes, {tokens} tokens");
+    let want = elbo * tokens / std::f64::consts::LN_2 / bytes;
+    assert!((bpb["elbo"].as_f64().unwrap() - want).abs() < 1e-9, "{bpb}");
+    assert!(bpb["prior_ce"].as_f64().unwrap() > 0.0 && bpb["ce"].is_null(), "{bpb}");
+    let o = freet(&["eval", "--checkpoint", &r, "--prior-samples", "1"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bits/byte"));
+    let o = freet(&["sample", "--checkpoint", &r, "--prompt", "The river ", "-n", "2", "--max-new", "8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect();
+    assert!(lines.len() >= 2 && lines[0].starts_with("The river "), "{lines:?}");
+
+    // Resuming with a different tokenizer is refused, whether its size differs or only its merges.
+    fails_with(
+        &freet(&["train", "--config", &cfg, "--out", &r, "--resume", "--set", "train.steps=3"]),
+        &["model.vocab_size 300", "280 tokens"],
+    );
+    let half = write(
+        tmp.path(),
+        "half.txt",
+        &std::fs::read_to_string(corpus()).unwrap().chars().take(2400).collect::<String>(),
+    );
+    let o =
+        freet(&["tokenizer", "train", "--files", &half, "--vocab-size", "300", "--out", &tok, "--min-frequency", "1"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("vocab size 300"));
+    fails_with(
+        &freet(&["train", "--config", &cfg, "--out", &r, "--resume", "--set", "train.steps=3"]),
+        &["checkpoint was trained with the BPE tokenizer", "tok.json"],
+    );
+
+    // A checkpoint whose tokenizer copy is corrupt, or not the one config.json records, fails cleanly.
+    let copy = dir.join("tokenizer.json");
+    std::fs::write(&copy, &tok_bytes[..tok_bytes.len() / 2]).unwrap();
+    fails_with(&freet(&["eval", "--checkpoint", &r]), &["tokenizer.json", "not a valid tokenizer.json"]);
+    std::fs::copy(&tok2, &copy).unwrap();
+    let other = std::fs::read_to_string(&tok).unwrap();
+    std::fs::write(&copy, other).unwrap();
+    fails_with(&freet(&["sample", "--checkpoint", &r, "--prompt", "The"]), &["does not match config.json"]);
+    std::fs::copy(&tok2, &copy).unwrap();
+    let o = freet(&["sample", "--checkpoint", &r, "--prompt", "The", "-n", "1", "--max-new", "2"]);
+    assert!(o.status.success(), "restored tokenizer loads again");
+}
+
+#[test]
+fn bpe_user_errors_fail_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t.json").display().to_string();
+    let empty = write(tmp.path(), "empty.txt", "");
+    let train_tok = |files: &[&str], vocab: &str| {
+        let mut args = vec!["tokenizer", "train", "--vocab-size", vocab, "--out", &out, "--files"];
+        args.extend_from_slice(files);
+        freet(&args)
+    };
+    fails_with(&train_tok(&["/no/such/corpus.txt"], "300"), &["/no/such/corpus.txt"]);
+    fails_with(&train_tok(&[&empty], "300"), &["empty"]);
+    fails_with(&train_tok(&[&corpus()], "256"), &["vocab size 256"]);
+    fails_with(&train_tok(&[&corpus()], "100000000"), &["vocab size 100000000"]);
+    assert!(!Path::new(&out).exists(), "no file is written on failure");
+
+    // Training a model: corrupt tokenizer file, missing file, vocabulary mismatch.
+    let o = train_tok(&[&corpus()], "300");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = tmp.path().join("run").display().to_string();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let broken = write(tmp.path(), "broken.json", &text.chars().take(text.chars().count() / 3).collect::<String>());
+    let cfg = write(tmp.path(), "broken.toml", &tiny_bpe(&broken, 300));
+    fails_with(&freet(&["train", "--config", &cfg, "--out", &run]), &["broken.json", "not a valid tokenizer.json"]);
+    let cfg = write(tmp.path(), "missing.toml", &tiny_bpe("/no/such/tok.json", 300));
+    fails_with(&freet(&["train", "--config", &cfg, "--out", &run]), &["/no/such/tok.json"]);
+    let cfg = write(tmp.path(), "mismatch.toml", &tiny_bpe(&out, 512));
+    fails_with(&freet(&["train", "--config", &cfg, "--out", &run]), &["model.vocab_size 512", "300 tokens", "t.json"]);
+}
+
 mod arguments {
     use super::freet;
     use proptest::prelude::*;
