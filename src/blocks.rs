@@ -10,9 +10,12 @@ pub fn linear_weight(p: &Path, name: &str, out_dim: usize, in_dim: usize, std: f
     (p / name).var("weight", &[out_dim as i64, in_dim as i64], Init::Randn { mean: 0.0, stdev: std })
 }
 
-/// `x·Wᵀ` computed in `kind` (bf16 or fp32): the input and the fp32 master weight are cast at use,
-/// so gradients flow back to the fp32 weight. A no-op cast when the kinds already agree.
+/// `x·Wᵀ` computed in `kind`: for bf16 the input and the fp32 master weight are cast at use, so
+/// gradients flow back to the fp32 weight; for fp32 nothing is cast (an f64 model stays f64).
 pub fn linear_in(x: &Tensor, w: &Tensor, kind: Kind) -> Tensor {
+    if kind == Kind::Float {
+        return x.linear::<Tensor>(w, None);
+    }
     x.to_kind(kind).linear::<Tensor>(&w.to_kind(kind), None)
 }
 
@@ -237,7 +240,7 @@ impl Mlp {
 
     /// Applies the MLP to `u`.
     pub fn forward(&self, u: &Tensor) -> Tensor {
-        let u = u.to_kind(self.compute);
+        let u = if self.compute == Kind::Float { u.shallow_clone() } else { u.to_kind(self.compute) };
         let g = linear_in(&u, &self.gate, self.compute).silu();
         linear_in(&(g * linear_in(&u, &self.up, self.compute)), &self.down, self.compute)
     }

@@ -342,7 +342,7 @@ fn task_metrics(
             let valid_sets: Vec<Vec<usize>> = sets.iter().filter(|s| !s.is_empty()).cloned().collect();
             m.insert("coverage".into(), coverage(&valid_sets, perm.n_perms()).normalized);
             // Independent samples of the same prompt: how often two pick the same permutation.
-            let per_prompt: Vec<f64> = sets.chunks(k).filter_map(|g| consistency(g)).collect();
+            let per_prompt: Vec<f64> = sets.chunks(k).filter_map(consistency).collect();
             if !per_prompt.is_empty() {
                 m.insert("consistency_independent".into(), per_prompt.iter().sum::<f64>() / per_prompt.len() as f64);
             }

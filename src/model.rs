@@ -297,7 +297,9 @@ impl FreeTransformer {
 
     fn head(&self, x: &Tensor) -> Tensor {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
-        linear_in(&self.norm.forward(x), w, self.cfg.precision.kind()).to_kind(Kind::Float)
+        let logits = linear_in(&self.norm.forward(x), w, self.cfg.precision.kind());
+        // bf16 products hand fp32 logits to the loss; fp32 (or f64) logits stay as they are.
+        if logits.kind() == Kind::BFloat16 { logits.to_kind(Kind::Float) } else { logits }
     }
 
     /// Training loss of a forward pass against `targets`.
