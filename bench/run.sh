@@ -70,7 +70,8 @@ if [[ $QUICK == 0 ]]; then
     dir=bench/runs/$1-seed$2
     rm -rf "$dir"
     $FREET train --config configs/demo-baseline.toml --set model.precision=$1 --set train.seed=$2 \
-      --out "$dir" --quiet --device "$DEVICE" | head -n 1
+      --out "$dir" --quiet --device "$DEVICE" > "$dir.log"
+    head -n 1 "$dir.log"
     CURVES+=(--curve "$1 seed $2=$dir")
   done
 fi
