@@ -234,7 +234,7 @@ fn train_or_reuse(run: &RunConfig, dir: &Path, o: &CompareOptions) -> Result<(Fr
         && l.state.as_ref().is_some_and(|s| s.step == run.train.steps && s.run == *run)
     {
         eprintln!("[compare] reusing {}", l.dir.display());
-        return Ok((l.model, 0.0));
+        return Ok((l.model, logged_train_seconds(dir)));
     }
     let _ = std::fs::remove_dir_all(dir);
     eprintln!("[compare] training {} ({} steps)", dir.display(), run.train.steps);
@@ -247,6 +247,17 @@ fn train_or_reuse(run: &RunConfig, dir: &Path, o: &CompareOptions) -> Result<(Fr
         return Err(anyhow!("interrupted; rerun with --reuse to keep finished runs"));
     }
     Ok((checkpoint::load(&s.checkpoint, o.device)?.model, s.elapsed_s))
+}
+
+/// Training seconds of a finished run, from the last record of its `metrics.jsonl` (0 if absent).
+fn logged_train_seconds(dir: &Path) -> f64 {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .ok()
+        .and_then(|t| {
+            let last = t.lines().rev().find(|l| !l.trim().is_empty())?.to_string();
+            serde_json::from_str::<serde_json::Value>(&last).ok()?["elapsed_s"].as_f64()
+        })
+        .unwrap_or(0.0)
 }
 
 fn evaluate_run(
@@ -270,10 +281,12 @@ fn evaluate_run(
             metrics.insert(k.to_string(), v);
         }
     }
-    if let Some(b) = &eval.bits_per_byte
-        && let Some(v) = b.ce.or(b.iwae).or(b.elbo)
-    {
-        metrics.insert("bits_per_byte".into(), v);
+    if let Some(b) = &eval.bits_per_byte {
+        // Same rule as the per-token headline: exact CE, else the tightest bound.
+        let v = b.ce.unwrap_or_else(|| [b.prior_ce, b.iwae, b.elbo].into_iter().flatten().fold(f64::NAN, f64::min));
+        if v.is_finite() {
+            metrics.insert("bits_per_byte".into(), v);
+        }
     }
     let kl_bits = eval.kl_nats.map(|k| k / std::f64::consts::LN_2);
     if let Some(k) = kl_bits {
@@ -453,10 +466,14 @@ fn report(
     let mut s = format!("# freet compare: {task}\n\n");
     let _ = writeln!(
         s,
-        "Produced by `{}` on {} ({}), in {minutes:.1} minutes.\n",
+        "Produced by `{}` on {} ({}): this invocation took {minutes:.1} minutes; training took {:.1} minutes \
+         in total over the {} runs (per-arm means in the table; a run reused with `--reuse` keeps the time \
+         logged when it was trained).\n",
         o.command,
         crate::experiment::today(),
-        crate::experiment::machine()
+        crate::experiment::machine(),
+        results.iter().map(|r| r.train_seconds).sum::<f64>() / 60.0,
+        results.len()
     );
     let _ = writeln!(
         s,
@@ -474,8 +491,8 @@ fn report(
         o.seeds,
         o.seeds
     );
-    s += "**How to read it.** The baseline's NLL is exact; every Free Transformer figure is an upper bound \
-          (IWAE with posterior proposal when computed, else the ELBO). A win on a bound is real, a loss may be the \
+    s += "**How to read it.** The baseline's NLL is exact; every Free Transformer figure is an upper bound; \
+          its NLL bound is the tightest of the prior-Z CE, the IWAE bound (posterior proposal) and the ELBO. A win on a bound is real, a loss may be the \
           bound's looseness. `baseline+1` has one more block, matching the encoder's block; the FT's table E \
           is counted separately (it is large but each token reads one row). Generation-scored metrics use \
           samples drawn as in inference: prompt through the encoder, prior codes after it. Collapse: final \
