@@ -6,14 +6,14 @@
 use crate::checkpoint;
 use crate::config::{KappaBits, RunConfig};
 use crate::data::{Dataset, Split};
-use crate::eval::{EvalOptions, EvalReport, evaluate_with};
+use crate::eval::{BitsPerByte, EvalOptions, EvalReport, evaluate_with};
 use crate::generate::{LatentSource, SampleOptions, generate_batch};
 use crate::model::FreeTransformer;
 use crate::plot::{Chart, Series, write_svg};
 use crate::rng::stream_seed;
 use crate::stats::MeanCi;
 use crate::tasks::{Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
-use crate::train::{TrainOptions, dataset, train};
+use crate::train::{TrainOptions, dataset, train_or_reuse};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -202,7 +202,13 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
             let text = toml::to_string(&base).context("serialising the task config")?;
             let run = RunConfig::from_toml_str(&text, &format!("{task_name} / {}", arm.name), &ov)?;
             let dir = o.out.join("models").join(slug(&arm.name)).join(format!("seed{seed}"));
-            let (model, secs) = train_or_reuse(&run, &dir, o).with_context(|| format!("{} seed {seed}", arm.name))?;
+            let mut topts = TrainOptions::new(&dir);
+            topts.device = o.device;
+            topts.progress = o.progress;
+            topts.stop = Arc::clone(&o.stop);
+            let f = train_or_reuse(&run, &topts, o.reuse, "compare")
+                .with_context(|| format!("{} seed {seed}", arm.name))?;
+            let (model, secs) = (f.model, f.train_seconds);
             eprintln!("[compare] {} seed {seed}: evaluating", arm.name);
             let r = evaluate_run(&model, &run, arm, seed, secs, o)?;
             eprintln!(
@@ -228,38 +234,6 @@ fn slug(name: &str) -> String {
     name.replace("FT κ=", "ft-kappa-").replace('/', "_").replace('+', "-plus").replace(' ', "-")
 }
 
-fn train_or_reuse(run: &RunConfig, dir: &Path, o: &CompareOptions) -> Result<(FreeTransformer, f64)> {
-    if o.reuse
-        && let Ok(l) = checkpoint::load(dir, o.device)
-        && l.state.as_ref().is_some_and(|s| s.step == run.train.steps && s.run == *run)
-    {
-        eprintln!("[compare] reusing {}", l.dir.display());
-        return Ok((l.model, logged_train_seconds(dir)));
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    eprintln!("[compare] training {} ({} steps)", dir.display(), run.train.steps);
-    let mut topts = TrainOptions::new(dir);
-    topts.device = o.device;
-    topts.progress = o.progress;
-    topts.stop = Arc::clone(&o.stop);
-    let s = train(run, &topts)?;
-    if s.interrupted {
-        return Err(anyhow!("interrupted; rerun with --reuse to keep finished runs"));
-    }
-    Ok((checkpoint::load(&s.checkpoint, o.device)?.model, s.elapsed_s))
-}
-
-/// Training seconds of a finished run, from the last record of its `metrics.jsonl` (0 if absent).
-fn logged_train_seconds(dir: &Path) -> f64 {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .ok()
-        .and_then(|t| {
-            let last = t.lines().rev().find(|l| !l.trim().is_empty())?.to_string();
-            serde_json::from_str::<serde_json::Value>(&last).ok()?["elapsed_s"].as_f64()
-        })
-        .unwrap_or(0.0)
-}
-
 fn evaluate_run(
     model: &FreeTransformer,
     run: &RunConfig,
@@ -281,12 +255,8 @@ fn evaluate_run(
             metrics.insert(k.to_string(), v);
         }
     }
-    if let Some(b) = &eval.bits_per_byte {
-        // Same rule as the per-token headline: exact CE, else the tightest bound.
-        let v = b.ce.unwrap_or_else(|| [b.prior_ce, b.iwae, b.elbo].into_iter().flatten().fold(f64::NAN, f64::min));
-        if v.is_finite() {
-            metrics.insert("bits_per_byte".into(), v);
-        }
+    if let Some(v) = eval.bits_per_byte.as_ref().map(BitsPerByte::headline).filter(|v| v.is_finite()) {
+        metrics.insert("bits_per_byte".into(), v);
     }
     let kl_bits = eval.kl_nats.map(|k| k / std::f64::consts::LN_2);
     if let Some(k) = kl_bits {

@@ -65,14 +65,23 @@ pub struct BitsPerByte {
     pub iwae: Option<f64>,
 }
 
+/// The exact CE when there is one, else the tightest of the upper bounds (NaN if none).
+fn headline(exact: Option<f64>, bounds: [Option<f64>; 3]) -> f64 {
+    exact.unwrap_or_else(|| bounds.into_iter().flatten().fold(f64::NAN, f64::min))
+}
+
+impl BitsPerByte {
+    /// [`EvalReport::headline_nats`]'s rule in bits per byte.
+    pub fn headline(&self) -> f64 {
+        headline(self.ce, [self.prior_ce, self.iwae, self.elbo])
+    }
+}
+
 impl EvalReport {
     /// The honest headline number: exact CE for a baseline; for a Free Transformer the tightest of
     /// its upper bounds (prior-Z CE, IWAE, ELBO; each an upper bound on the NLL in expectation).
     pub fn headline_nats(&self) -> f64 {
-        if let Some(ce) = self.ce {
-            return ce;
-        }
-        [self.prior_ce, self.iwae, self.elbo].into_iter().flatten().fold(f64::NAN, f64::min)
+        headline(self.ce, [self.prior_ce, self.iwae, self.elbo])
     }
 
     /// Adds bits per byte, given the UTF-8 bytes of the evaluated targets (None: not text, no-op).

@@ -10,11 +10,11 @@ use crate::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetric
 use crate::generate::{LatentSource, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
 use crate::rng::stream_seed;
-use crate::train::{TrainOptions, dataset, train};
-use anyhow::{Context, Result, anyhow};
+use crate::train::{TrainOptions, dataset, train_or_reuse};
+use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -117,7 +117,13 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         overrides.extend(o.overrides.iter().cloned());
         let run = RunConfig::from_toml_str(text, &format!("experiments/figure4/{name}.toml"), &overrides)?;
         let dir = o.out.join("models").join(name);
-        let (model, train_seconds) = train_or_reuse(&run, &dir, o).with_context(|| format!("arm {name}"))?;
+        let mut topts = TrainOptions::new(&dir);
+        topts.device = o.device;
+        topts.progress = o.progress;
+        topts.stop = Arc::clone(&o.stop);
+        let f = train_or_reuse(&run, &topts, o.reuse, "figure4").with_context(|| format!("arm {name}"))?;
+        // The report counts only training done by this invocation.
+        let (model, train_seconds) = (f.model, if f.reused { 0.0 } else { f.train_seconds });
         eprintln!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size);
         let val = dataset(&run)?.val_batches(run.train.eval_batches, run.train.batch_size);
         let eval = evaluate(&model, &val, 4, run.train.seed);
@@ -152,27 +158,6 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     write("figure4.md", md.as_bytes())?;
     eprintln!("[figure4] done in {total:.0} s; report: {}", o.report_dir.join("figure4.md").display());
     Ok(results)
-}
-
-fn train_or_reuse(run: &RunConfig, dir: &Path, o: &Figure4Options) -> Result<(FreeTransformer, f64)> {
-    if o.reuse
-        && let Ok(l) = checkpoint::load(dir, o.device)
-        && l.state.as_ref().is_some_and(|s| s.step == run.train.steps && s.run.model == run.model)
-    {
-        eprintln!("[figure4] reusing {}", l.dir.display());
-        return Ok((l.model, 0.0));
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    eprintln!("[figure4] training {} ({} steps)", dir.display(), run.train.steps);
-    let mut topts = TrainOptions::new(dir);
-    topts.device = o.device;
-    topts.progress = o.progress;
-    topts.stop = Arc::clone(&o.stop);
-    let s = train(run, &topts)?;
-    if s.interrupted {
-        return Err(anyhow!("interrupted; rerun with --reuse to keep finished arms"));
-    }
-    Ok((checkpoint::load(&s.checkpoint, o.device)?.model, s.elapsed_s))
 }
 
 fn letter_ids(letter: char) -> Vec<i64> {
