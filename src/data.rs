@@ -66,7 +66,7 @@ const MEMORY_SOURCE: &str = "<memory>";
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The dataset file could not be read.
-    #[error("cannot read dataset file {path}: {source}")]
+    #[error("cannot read dataset file {path}")]
     Io {
         /// The offending path.
         path: String,

@@ -68,7 +68,10 @@ fn bad_configs_fail_cleanly() {
         .replace("kind = \"synthetic\"", "kind = \"text\"\npath = \"/no/such.txt\"\nseq_len = 33")
         .replace("vocab_size = 29", "vocab_size = 256");
     let tc = write(tmp.path(), "t.toml", &text_cfg);
-    fails_with(&freet(&["train", "--config", &tc, "--out", &out]), &["/no/such.txt"]);
+    let o = freet(&["train", "--config", &tc, "--out", &out]);
+    fails_with(&o, &["/no/such.txt", "No such file"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("No such file").count(), 1, "the OS cause is printed once: {err}");
     let empty = write(tmp.path(), "empty.txt", "");
     let tc = write(tmp.path(), "t2.toml", &text_cfg.replace("/no/such.txt", &empty));
     fails_with(&freet(&["train", "--config", &tc, "--out", &out]), &["empty.txt"]);
