@@ -13,7 +13,7 @@ use crate::plot::{Chart, Series, write_svg};
 use crate::rng::stream_seed;
 use crate::stats::MeanCi;
 use crate::tasks::{Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
-use crate::train::{TrainOptions, dataset, train_or_reuse};
+use crate::train::{Finished, TrainOptions, dataset, train_or_reuse};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -206,9 +206,8 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
             topts.device = o.device;
             topts.progress = o.progress;
             topts.stop = Arc::clone(&o.stop);
-            let f = train_or_reuse(&run, &topts, o.reuse, "compare")
+            let Finished { model, train_seconds: secs, .. } = train_or_reuse(&run, &topts, o.reuse, "compare")
                 .with_context(|| format!("{} seed {seed}", arm.name))?;
-            let (model, secs) = (f.model, f.train_seconds);
             eprintln!("[compare] {} seed {seed}: evaluating", arm.name);
             let r = evaluate_run(&model, &run, arm, seed, secs, o)?;
             eprintln!(

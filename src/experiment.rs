@@ -10,7 +10,7 @@ use crate::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetric
 use crate::generate::{LatentSource, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
 use crate::rng::stream_seed;
-use crate::train::{TrainOptions, dataset, train_or_reuse};
+use crate::train::{Finished, TrainOptions, dataset, train_or_reuse};
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -123,9 +123,9 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         topts.device = o.device;
         topts.progress = o.progress;
         topts.stop = Arc::clone(&o.stop);
-        let f = train_or_reuse(&run, &topts, o.reuse, "figure4").with_context(|| format!("arm {name}"))?;
         // A reused arm's training time is the one logged when it was trained (marked in the report).
-        let (model, train_seconds, reused) = (f.model, f.train_seconds, f.reused);
+        let Finished { model, train_seconds, reused } =
+            train_or_reuse(&run, &topts, o.reuse, "figure4").with_context(|| format!("arm {name}"))?;
         eprintln!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size);
         let val = dataset(&run)?.val_batches(run.train.eval_batches, run.train.batch_size);
         let eval = evaluate(&model, &val, 4, run.train.seed);
