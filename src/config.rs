@@ -65,6 +65,30 @@ pub enum MapperGrad {
     Dense,
 }
 
+/// How the post-sampler table E is initialised (the paper leaves this open; spec §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PostSamplerInit {
+    /// i.i.d. rows, `E ~ N(0, σ²)` with σ = `post_sampler_init_std` (default).
+    #[default]
+    Gaussian,
+    /// Linear in the ±1 bits: `E_c = Σ_h (2·bit(c,h) − 1)·W_h`, `W ~ N(0, σ²/H)`, plus i.i.d.
+    /// `N(0, post_sampler_init_noise²)`; Eq. 8 then gives bit h the full signal `2p(1−p)·δR·W_h`.
+    Bits,
+}
+
+/// How AdamW updates the post-sampler table E.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TableOptimizer {
+    /// Every row every step, like any other parameter (default).
+    #[default]
+    Dense,
+    /// Lazy AdamW: only rows with a non-zero gradient in the step get moment updates, decay and a
+    /// parameter update, with bias correction from the row's own update count.
+    Lazy,
+}
+
 /// Arithmetic precision of the matrix products (spec: the Binary Mapper always runs in fp32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -156,9 +180,15 @@ pub struct LatentConfig {
     /// Free-bits threshold κ per token, in bits (required when enabled).
     #[serde(default)]
     pub kappa_bits: Option<KappaBits>,
-    /// Std of the post-sampler table E init.
+    /// Std σ of the post-sampler table E init (per entry, for either init).
     #[serde(default = "default_init_std")]
     pub post_sampler_init_std: f64,
+    /// Shape of the E init: `gaussian` (i.i.d. rows) or `bits` (linear in the code's bits).
+    #[serde(default)]
+    pub post_sampler_init: PostSamplerInit,
+    /// Std of i.i.d. noise added on top of the `bits` init (0 = none).
+    #[serde(default)]
+    pub post_sampler_init_noise: f64,
     /// Where R enters the K/V path of the injection block.
     #[serde(default)]
     pub injection: Injection,
@@ -194,6 +224,8 @@ impl Default for LatentConfig {
             inject_after: None,
             kappa_bits: None,
             post_sampler_init_std: default_init_std(),
+            post_sampler_init: PostSamplerInit::Gaussian,
+            post_sampler_init_noise: 0.0,
             injection: Injection::PreNorm,
             mapper_grad: MapperGrad::Fused,
             mapper_chunk: 0,
@@ -335,6 +367,12 @@ impl ModelConfig {
             if !(lat.post_sampler_init_std.is_finite() && lat.post_sampler_init_std >= 0.0) {
                 return Err(value_err("model.latent.post_sampler_init_std", "must be finite and ≥ 0"));
             }
+            if !(lat.post_sampler_init_noise.is_finite() && lat.post_sampler_init_noise >= 0.0) {
+                return Err(value_err("model.latent.post_sampler_init_noise", "must be finite and ≥ 0"));
+            }
+            if lat.post_sampler_init_noise > 0.0 && lat.post_sampler_init != PostSamplerInit::Bits {
+                return Err(value_err("model.latent.post_sampler_init_noise", "is only used with post_sampler_init = \"bits\""));
+            }
         }
         Ok(())
     }
@@ -389,6 +427,15 @@ pub struct TrainConfig {
     /// Also decay the token embedding and the post-sampler table E.
     #[serde(default)]
     pub decay_embeddings: bool,
+    /// How AdamW updates the post-sampler table E (`dense` or `lazy`).
+    #[serde(default)]
+    pub post_sampler_optimizer: TableOptimizer,
+    /// Learning-rate multiplier for the post-sampler table E.
+    #[serde(default = "one_f")]
+    pub post_sampler_lr_mult: f64,
+    /// Learning-rate multiplier for the encoder (its block, ζ, norm and readout).
+    #[serde(default = "one_f")]
+    pub encoder_lr_mult: f64,
     /// AdamW β1.
     #[serde(default = "default_beta1")]
     pub beta1: f64,
@@ -487,6 +534,11 @@ impl TrainConfig {
         }
         if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
             return Err(value_err("train.grad_clip", "must be finite and ≥ 0"));
+        }
+        for (key, v) in [("train.post_sampler_lr_mult", self.post_sampler_lr_mult), ("train.encoder_lr_mult", self.encoder_lr_mult)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(value_err(key, "must be finite and ≥ 0"));
+            }
         }
         if self.log_every == 0 {
             return Err(value_err("train.log_every", "must be at least 1"));

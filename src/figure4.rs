@@ -91,8 +91,8 @@ impl SampleInfo {
 /// set `P` of body positions holding a letter `A`–`Z` is non-empty, every
 /// letter in `P` is `L`, and some window `[s, s + 8)` with `0 <= s <= 56`
 /// contains all of `P` and holds only `L` or `!` (a `!` inside the window is
-/// noise that overwrote a target letter). Characters other than letters are
-/// not checked outside the window (only letters are constrained there).
+/// noise that overwrote a target letter). Every body character must be a body
+/// symbol: `_`, `!` or a letter; anything else (a stray `>`, say) makes the sample invalid.
 ///
 /// Tie-breaking: when several windows qualify (because of `!` next to the
 /// letters), `target_start` is the smallest such `s`.
@@ -120,8 +120,9 @@ fn parse_with_letter(s: &str, letter: Option<char>) -> SampleInfo {
         (Some(l), Some(first)) => first == l && letters.all(|c| c == l),
         _ => false,
     };
+    let body_symbols_ok = body.iter().all(|&c| c == BLANK_CHAR || c == NOISE_CHAR || c.is_ascii_uppercase());
     let target_start = match letter {
-        Some(l) if length_ok && prompt_ok && letter_correct => find_target_start(body, l),
+        Some(l) if length_ok && prompt_ok && letter_correct && body_symbols_ok => find_target_start(body, l),
         _ => None,
     };
     SampleInfo {
@@ -653,6 +654,19 @@ mod tests {
     }
 
     #[test]
+    fn a_non_body_symbol_inside_the_body_makes_a_sample_invalid() {
+        for stray in ['>', 'a', '#'] {
+            for at in [0, 10, 63] {
+                let mut chars: Vec<char> = valid_at('K', 20).chars().collect();
+                chars[PROMPT_LEN + at] = stray;
+                let info = parse_sample(&chars.iter().collect::<String>());
+                assert!(!info.valid, "'{stray}' at body index {at} was counted valid");
+                assert_eq!(info.target_start, None);
+            }
+        }
+    }
+
+    #[test]
     fn valid_at_both_extremes() {
         assert_eq!(parse_sample(&valid_at('A', 0)).target_start, Some(0));
         assert_eq!(parse_sample(&valid_at('Z', 56)).target_start, Some(56));
@@ -799,13 +813,14 @@ mod tests {
     }
 
     #[test]
-    fn non_letter_characters_outside_window_do_not_invalidate() {
-        // Documented: only letters are constrained outside the window.
+    fn non_body_characters_invalidate_inside_and_outside_the_window() {
+        // Every body character must be `_`, `!` or a letter (a stray `>` used to pass outside the window).
         let mut b: Vec<char> = body_with(20, "KKKKKKKK").chars().collect();
         b[50] = '>';
         let info = parse_sample(&sample('K', &b.into_iter().collect::<String>()));
-        assert!(info.valid);
-        // But inside the window they do.
+        assert!(!info.valid);
+        assert!(parse_sample(&sample('K', &body_with(20, "KKKKKKKK"))).valid);
+        // Inside the window too.
         assert!(!parse_sample(&sample('K', &body_with(20, "KKK>KKKK"))).valid);
     }
 

@@ -2,7 +2,7 @@
 //! paper's Algorithm 2 (corrected: every block runs exactly once).
 
 use crate::blocks::{AttnMask, Block, KvInput, LayerCache, RmsNorm, Rope, linear_in, linear_weight};
-use crate::config::{ConfigError, Injection, MapperGrad, ModelConfig};
+use crate::config::{ConfigError, Injection, LatentConfig, MapperGrad, ModelConfig, PostSamplerInit};
 use crate::encoder::Encoder;
 use crate::loss::Loss;
 use crate::mapper::BinaryMapper;
@@ -145,6 +145,27 @@ pub struct FreeTransformer {
     latent: Option<Latent>,
 }
 
+/// The post-sampler table `E: [C, D]` under `p`, initialised as `lat.post_sampler_init` says (draws
+/// from torch's global generator, seeded by the caller).
+fn post_sampler_table(p: &tch::nn::Path, lat: &LatentConfig, mapper: &BinaryMapper, d: i64) -> Tensor {
+    let (c, sigma) = (mapper.num_codes(), lat.post_sampler_init_std);
+    match lat.post_sampler_init {
+        PostSamplerInit::Gaussian => p.var("weight", &[c, d], Init::Randn { mean: 0.0, stdev: sigma }),
+        PostSamplerInit::Bits => {
+            let mut e = p.var("weight", &[c, d], Init::Const(0.0));
+            let h = mapper.bits();
+            let w = Tensor::randn([h, d], (Kind::Float, p.device())) * (sigma / (h as f64).sqrt());
+            let signs = mapper.table() * 2.0 - 1.0;
+            let mut init = signs.matmul(&w);
+            if lat.post_sampler_init_noise > 0.0 {
+                init += Tensor::randn([c, d], (Kind::Float, p.device())) * lat.post_sampler_init_noise;
+            }
+            tch::no_grad(|| e.copy_(&init));
+            e
+        }
+    }
+}
+
 impl FreeTransformer {
     /// Builds and initialises the model on `device` from `seed`. Decoder parameters are created
     /// before the latent ones, so a baseline and a Free Transformer with the same seed share their
@@ -167,15 +188,11 @@ impl FreeTransformer {
             (!cfg.tied_embeddings).then(|| linear_weight(&root, "lm_head", cfg.vocab_size, cfg.d_model, cfg.init_std));
         let latent = cfg.latent().map(|lat| {
             let lp = &p / "latent";
-            let c = 1i64 << lat.bits;
+            let mapper = BinaryMapper::new(lat.bits, lat.mapper_chunk, device);
             Latent {
                 encoder: Encoder::new(&lp, cfg, lat.bits),
-                post_sampler: (&lp / "post_sampler").var(
-                    "weight",
-                    &[c, d],
-                    Init::Randn { mean: 0.0, stdev: lat.post_sampler_init_std },
-                ),
-                mapper: BinaryMapper::new(lat.bits, lat.mapper_chunk, device),
+                post_sampler: post_sampler_table(&(&lp / "post_sampler"), lat, &mapper, d),
+                mapper,
                 kappa_nats: lat.kappa_bits.expect("validated").nats(),
                 injection: lat.injection,
                 grad: lat.mapper_grad,

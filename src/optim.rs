@@ -1,7 +1,16 @@
 //! AdamW (decoupled weight decay, PyTorch semantics) with explicit, saveable state; global-norm
 //! gradient clipping; linear warm-up then cosine decay.
+//!
+//! Two deviations from plain AdamW are available for the post-sampler table E, both off by default:
+//! per-group learning-rate multipliers (E, encoder), and *lazy* AdamW for E. Lazy AdamW treats each
+//! row r of E as its own Adam instance that steps only when the row is touched, i.e. when its
+//! gradient row (summed over the accumulation window) is non-zero: then and only then are its
+//! moments updated, its decoupled decay applied and its parameters moved, and its bias correction
+//! uses `t_r`, the number of times row r has been updated (saved as `row_steps.NAME`). A row
+//! touched at every step therefore follows dense AdamW exactly; an untouched row stays as it is,
+//! moments included.
 
-use crate::config::TrainConfig;
+use crate::config::{TableOptimizer, TrainConfig};
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
@@ -13,6 +22,10 @@ struct Slot {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// Learning-rate multiplier of this parameter's group.
+    lr_mult: f64,
+    /// Lazy rows: per-row update counts `t_r` (`[rows]` f64), `None` for a dense update.
+    row_steps: Option<Tensor>,
 }
 
 /// AdamW over every trainable tensor of a `VarStore`, in name order.
@@ -24,6 +37,14 @@ pub struct AdamW {
     beta2: f64,
     eps: f64,
     weight_decay: f64,
+}
+
+/// Name of the post-sampler table E.
+const TABLE: &str = "model.latent.post_sampler.weight";
+
+/// Whether a parameter belongs to the encoder (its block, ζ, norm and readout).
+fn is_encoder(name: &str) -> bool {
+    name.starts_with("model.latent.") && name != TABLE
 }
 
 /// Whether a parameter gets weight decay: matrices only; the embedding and the post-sampler table
@@ -40,12 +61,25 @@ impl AdamW {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let slots = vars
             .into_iter()
-            .map(|(name, param)| Slot {
-                decay: decays(&name, param.dim(), cfg.decay_embeddings),
-                m: param.zeros_like().to_kind(Kind::Float),
-                v: param.zeros_like().to_kind(Kind::Float),
-                name,
-                param,
+            .map(|(name, param)| {
+                let table = name == TABLE;
+                let lr_mult = if table {
+                    cfg.post_sampler_lr_mult
+                } else if is_encoder(&name) {
+                    cfg.encoder_lr_mult
+                } else {
+                    1.0
+                };
+                let lazy = table && cfg.post_sampler_optimizer == TableOptimizer::Lazy;
+                Slot {
+                    decay: decays(&name, param.dim(), cfg.decay_embeddings),
+                    m: param.zeros_like().to_kind(Kind::Float),
+                    v: param.zeros_like().to_kind(Kind::Float),
+                    lr_mult,
+                    row_steps: lazy.then(|| Tensor::zeros([param.size()[0]], (Kind::Double, param.device()))),
+                    name,
+                    param,
+                }
             })
             .collect();
         AdamW { slots, steps: 0, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.adam_eps, weight_decay: cfg.weight_decay }
@@ -92,12 +126,11 @@ impl AdamW {
         }
     }
 
-    /// One AdamW update at learning rate `lr`.
+    /// One AdamW update at learning rate `lr` (times each group's multiplier).
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
-        let t = self.steps as i32;
-        let bc1 = 1.0 - self.beta1.powi(t);
-        let bc2 = 1.0 - self.beta2.powi(t);
+        let hp = Hyper { beta1: self.beta1, beta2: self.beta2, eps: self.eps, weight_decay: self.weight_decay };
+        let step_bc = hp.step_correction(self.steps);
         tch::no_grad(|| {
             for s in &mut self.slots {
                 let g = s.param.grad();
@@ -105,15 +138,23 @@ impl AdamW {
                     continue;
                 }
                 let g = g.to_kind(Kind::Float);
-                if s.decay && self.weight_decay > 0.0 {
-                    let _ = s.param.g_mul_scalar_(1.0 - lr * self.weight_decay);
+                let lr = lr * s.lr_mult;
+                let decay = s.decay && self.weight_decay > 0.0;
+                match &mut s.row_steps {
+                    None => hp.update(&mut s.param, &mut s.m, &mut s.v, &g, lr, decay, &step_bc),
+                    Some(row_steps) => {
+                        let rows = g.abs().sum_dim_intlist(1, false, Kind::Float).nonzero().squeeze_dim(1);
+                        let t_r = row_steps.index_select(0, &rows) + 1.0;
+                        let _ = row_steps.index_copy_(0, &rows, &t_r);
+                        let mut p = s.param.index_select(0, &rows);
+                        let mut m = s.m.index_select(0, &rows);
+                        let mut v = s.v.index_select(0, &rows);
+                        hp.update(&mut p, &mut m, &mut v, &g.index_select(0, &rows), lr, decay, &hp.row_correction(&t_r));
+                        let _ = s.param.index_copy_(0, &rows, &p);
+                        let _ = s.m.index_copy_(0, &rows, &m);
+                        let _ = s.v.index_copy_(0, &rows, &v);
+                    }
                 }
-                let _ = s.m.lerp_(&g, 1.0 - self.beta1);
-                let _ = s.v.g_mul_scalar_(self.beta2);
-                let _ = s.v.addcmul_(&(&g * (1.0 - self.beta2)), &g);
-                let denom = (&s.v / bc2).sqrt() + self.eps;
-                let update = (&s.m / denom) * (lr / bc1);
-                let _ = s.param.g_sub_(&update.to_kind(s.param.kind()));
             }
         });
     }
@@ -124,6 +165,9 @@ impl AdamW {
         for s in &self.slots {
             out.push((format!("exp_avg.{}", s.name), s.m.shallow_clone()));
             out.push((format!("exp_avg_sq.{}", s.name), s.v.shallow_clone()));
+            if let Some(r) = &s.row_steps {
+                out.push((format!("row_steps.{}", s.name), r.shallow_clone()));
+            }
         }
         (out, self.steps)
     }
@@ -140,9 +184,62 @@ impl AdamW {
                 }
                 tch::no_grad(|| dst.copy_(&src.to_kind(Kind::Float)));
             }
+            if let Some(dst) = &mut s.row_steps {
+                let key = format!("row_steps.{}", s.name);
+                let src = map.get(key.as_str()).ok_or_else(|| {
+                    format!("missing tensor {key} (was the run started with train.post_sampler_optimizer = \"dense\"?)")
+                })?;
+                if src.size() != dst.size() {
+                    return Err(format!("tensor {key} has shape {:?}, expected {:?}", src.size(), dst.size()));
+                }
+                tch::no_grad(|| dst.copy_(&src.to_kind(Kind::Double)));
+            }
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// The AdamW constants.
+struct Hyper {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+/// Adam's bias corrections `(1 − β1^t, 1 − β2^t)`: one pair per step, or one per row (lazy).
+enum BiasCorrection {
+    Step(f64, f64),
+    Rows(Tensor, Tensor),
+}
+
+impl Hyper {
+    /// Bias corrections for the global step count `t`.
+    fn step_correction(&self, t: u64) -> BiasCorrection {
+        BiasCorrection::Step(1.0 - self.beta1.powi(t as i32), 1.0 - self.beta2.powi(t as i32))
+    }
+
+    /// Bias corrections `[rows, 1]` for per-row update counts `t_r: [rows]` (f64).
+    fn row_correction(&self, t_r: &Tensor) -> BiasCorrection {
+        let bc = |beta: f64| ((t_r * beta.ln()).exp().neg() + 1.0).to_kind(Kind::Float).unsqueeze(1);
+        BiasCorrection::Rows(bc(self.beta1), bc(self.beta2))
+    }
+
+    /// In place: decoupled decay (when `decay`), the moments, then the bias-corrected step.
+    #[allow(clippy::too_many_arguments)]
+    fn update(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, g: &Tensor, lr: f64, decay: bool, bc: &BiasCorrection) {
+        if decay {
+            let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
+        }
+        let _ = m.lerp_(g, 1.0 - self.beta1);
+        let _ = v.g_mul_scalar_(self.beta2);
+        let _ = v.addcmul_(&(g * (1.0 - self.beta2)), g);
+        let update = match bc {
+            BiasCorrection::Step(bc1, bc2) => (&*m / ((&*v / *bc2).sqrt() + self.eps)) * (lr / bc1),
+            BiasCorrection::Rows(bc1, bc2) => (&*m / ((&*v / bc2).sqrt() + self.eps)) * lr / bc1,
+        };
+        let _ = p.g_sub_(&update.to_kind(p.kind()));
     }
 }
 
@@ -213,6 +310,104 @@ mod tests {
         assert!((n - (27.0f64 + 64.0).sqrt()).abs() < 1e-5);
         opt.clip(n, 1.0);
         assert!((opt.grad_norm() - 1.0).abs() < 1e-5);
+    }
+
+    /// A table named like E with `rows × 2` entries, and a config using `opt` for it.
+    fn table(rows: i64, opt: TableOptimizer) -> (nn::VarStore, Tensor, TrainConfig) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let e = (vs.root() / "model" / "latent" / "post_sampler").var("weight", &[rows, 2], nn::Init::Const(1.0));
+        let mut c = cfg();
+        c.decay_embeddings = true;
+        c.post_sampler_optimizer = opt;
+        (vs, e, c)
+    }
+
+    #[test]
+    fn lazy_adamw_equals_dense_on_rows_touched_every_step() {
+        let (vs_d, e_d, c_d) = table(3, TableOptimizer::Dense);
+        let (vs_l, e_l, c_l) = table(3, TableOptimizer::Lazy);
+        let (mut dense, mut lazy) = (AdamW::new(&vs_d, &c_d), AdamW::new(&vs_l, &c_l));
+        let g = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 0.25, -0.5, 3.0]).view([3, 2]);
+        for k in 0..5 {
+            for (opt, e) in [(&mut dense, &e_d), (&mut lazy, &e_l)] {
+                opt.zero_grad();
+                (e * (&g * (k as f64 + 1.0))).sum(Kind::Float).backward();
+                opt.step(0.1);
+            }
+        }
+        let diff = (&e_d - &e_l).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "lazy and dense differ by {diff}");
+        assert!((&e_d - 1.0).abs().max().double_value(&[]) > 0.1, "the parameters moved");
+    }
+
+    #[test]
+    fn lazy_adamw_leaves_untouched_rows_alone_and_corrects_bias_per_row() {
+        // Row 0 gets gradient at steps 1 and 3, row 1 only at step 3, row 2 never.
+        let (vs, e, c) = table(3, TableOptimizer::Lazy);
+        let mut opt = AdamW::new(&vs, &c);
+        let mask = [[1.0f32, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]];
+        for m in mask {
+            opt.zero_grad();
+            let w = Tensor::from_slice(&m).view([3, 1]) * 0.5;
+            (&e * w).sum(Kind::Float).backward();
+            opt.step(0.1);
+        }
+        // By hand: a row updated at its own counts t = 1, 2 with g = 0.5 each time, decay each update.
+        let adam = |updates: i32| {
+            let (mut p, mut m, mut v) = (1.0f64, 0.0f64, 0.0f64);
+            for t in 1..=updates {
+                p *= 1.0 - 0.1 * 0.1;
+                m = 0.9 * m + 0.1 * 0.5;
+                v = 0.95 * v + 0.05 * 0.25;
+                p -= 0.1 * (m / (1.0 - 0.9f64.powi(t))) / ((v / (1.0 - 0.95f64.powi(t))).sqrt() + 1e-8);
+            }
+            p
+        };
+        for (row, updates) in [(0, 2), (1, 1), (2, 0)] {
+            let got = e.double_value(&[row, 0]);
+            assert!((got - adam(updates)).abs() < 1e-6, "row {row}: {got} vs {}", adam(updates));
+        }
+        let (state, _) = opt.state();
+        let counts = &state.iter().find(|(n, _)| n.starts_with("row_steps.")).expect("row counts saved").1;
+        assert_eq!(Vec::<f64>::try_from(counts).unwrap(), vec![2.0, 1.0, 0.0]);
+        let m2 = &state.iter().find(|(n, _)| n.starts_with("exp_avg.")).unwrap().1;
+        assert_eq!(m2.double_value(&[2, 0]), 0.0, "an untouched row keeps zero moments");
+    }
+
+    #[test]
+    fn lazy_state_round_trips_and_is_required_on_load() {
+        let (vs, e, c) = table(2, TableOptimizer::Lazy);
+        let mut opt = AdamW::new(&vs, &c);
+        opt.zero_grad();
+        (&e * Tensor::from_slice(&[1.0f32, 0.0]).view([2, 1])).sum(Kind::Float).backward();
+        opt.step(0.1);
+        let (state, steps) = opt.state();
+        let mut other = AdamW::new(&vs, &c);
+        other.load_state(&state, steps).unwrap();
+        assert_eq!(Vec::<f64>::try_from(&other.state().0[2].1).unwrap(), vec![1.0, 0.0]);
+        let dense: Vec<_> = state.into_iter().filter(|(n, _)| !n.starts_with("row_steps.")).collect();
+        let err = other.load_state(&dense, steps).unwrap_err();
+        assert!(err.contains("row_steps.model.latent.post_sampler.weight"), "{err}");
+    }
+
+    #[test]
+    fn learning_rate_multipliers_scale_each_group() {
+        // With Adam's normalised first step, |Δp| = lr · mult for a constant gradient (no decay on vectors).
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root() / "model";
+        let dec = (&root / "norm").var("weight", &[1], nn::Init::Const(0.0));
+        let enc = (&root / "latent").var("zeta", &[1], nn::Init::Const(0.0));
+        let tab = (&root / "latent" / "post_sampler").var("weight", &[1, 1], nn::Init::Const(0.0));
+        let mut c = cfg();
+        c.encoder_lr_mult = 3.0;
+        c.post_sampler_lr_mult = 10.0;
+        let mut opt = AdamW::new(&vs, &c);
+        (dec.sum(Kind::Float) + enc.sum(Kind::Float) + tab.sum(Kind::Float)).backward();
+        opt.step(0.01);
+        for (t, want) in [(&dec, 0.01), (&enc, 0.03), (&tab, 0.1)] {
+            let got = -t.flatten(0, -1).double_value(&[0]);
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
     }
 
     #[test]
