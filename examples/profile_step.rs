@@ -3,8 +3,8 @@
 use freet::config::RunConfig;
 use freet::eval::to_batch;
 use freet::model::{FreeTransformer, Latents};
-use freet::optim::AdamW;
 use freet::train::dataset;
+use freet::train::optim::AdamW;
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 //! and the ELBO (posterior CE + the full, un-hinged KL; an upper bound). Its posterior CE, where
 //! the encoder has seen the predicted token, is reported only as a labelled training diagnostic.
 
-use crate::loss::{kl_per_bit, token_nll};
+use crate::model::loss::{kl_per_bit, token_nll};
 use crate::model::{FreeTransformer, Latents};
 use serde::{Deserialize, Serialize};
 use std::f64::consts::LN_2;
@@ -212,7 +212,7 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
             let (x, y) = to_batch(rows, model.device());
             let n = y.numel() as u64;
             tokens += n;
-            let key = crate::rng::stream_seed(seed, &[0xe7a1, bi as u64]);
+            let key = crate::util::rng::stream_seed(seed, &[0xe7a1, bi as u64]);
             let fwd = model.forward(&x, Latents::Posterior { key }, false);
             let nll = token_nll(&fwd.logits, &y).sum(Kind::Double).double_value(&[]);
             let Some(o) = fwd.bit_logits else {
@@ -233,7 +233,7 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
             {
                 let lw: Vec<Tensor> = (0..opts.iwae_samples)
                     .map(|k| {
-                        let key = crate::rng::stream_seed(seed, &[0x1fa3, bi as u64, k as u64]);
+                        let key = crate::util::rng::stream_seed(seed, &[0x1fa3, bi as u64, k as u64]);
                         let f = model.forward(&x, Latents::Posterior { key }, false);
                         let codes = f.codes.expect("a Free Transformer returns its codes");
                         let bits = lat.mapper.unpack(&codes);
@@ -243,7 +243,7 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
                 iwae_sum += iwae_nll(&Tensor::stack(&lw, 0)).sum(Kind::Double).double_value(&[]);
             }
             for k in 0..prior_samples {
-                let key = crate::rng::stream_seed(seed, &[bi as u64, k as u64]);
+                let key = crate::util::rng::stream_seed(seed, &[bi as u64, k as u64]);
                 let prior = model.forward(&x, Latents::Prior { seed: key, seq_ids: &ids }, false);
                 prior_sum += token_nll(&prior.logits, &y).sum(Kind::Double).double_value(&[]) / prior_samples as f64;
             }

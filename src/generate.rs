@@ -4,7 +4,7 @@
 
 use crate::data::{DataError, Tokenizer};
 use crate::model::{FreeTransformer, Latents};
-use crate::rng::{stream_seed, uniforms};
+use crate::util::rng::{stream_seed, uniforms};
 use tch::{Kind, Tensor};
 
 /// Where the time of a generation call went (device-synchronised on CUDA).

@@ -1,26 +1,25 @@
 //! freet: the Free Transformer (Fleuret 2025, arXiv 2510.17558) in Rust on libtorch.
 //!
-//! Data flows one way: `data` → `model` (`blocks`, `encoder`, `mapper`, `loss`) →
-//! `train` / `generate` / `eval` → the `freet` CLI.
+//! Layers, lowest first; a module imports only from layers below it (checked by
+//! `tests/architecture.rs`):
+//!
+//! ```text
+//! util                         error helpers, atomic writes, named random streams
+//! report                       plots, seed statistics, machine/date stamps
+//! model        data            the network (Algorithm 2) | tokenizers, datasets, tasks
+//! config                       RunConfig = ModelConfig + TrainConfig + DataConfig
+//! eval  generate  train        bounds | sampling with a KV cache | AdamW, checkpoints, the loop
+//! experiments  bench           Figure 4, compare | speed and the FLOP model
+//! bin/freet                    the CLI, one file per command
+//! ```
 
 pub mod bench;
-pub mod blocks;
-pub mod bpe;
-pub mod checkpoint;
-pub mod compare;
 pub mod config;
 pub mod data;
-pub mod encoder;
 pub mod eval;
-pub mod experiment;
-pub mod figure4;
+pub mod experiments;
 pub mod generate;
-pub mod loss;
-pub mod mapper;
 pub mod model;
-pub mod optim;
-pub mod plot;
-pub mod rng;
-pub mod stats;
-pub mod tasks;
+pub mod report;
 pub mod train;
+pub mod util;

@@ -7,7 +7,7 @@ mod common;
 
 use common::{build, serial, set_param, tiny};
 use freet::eval::{EvalOptions, evaluate_with, iwae_nll, log_weights, to_batch};
-use freet::loss::token_nll;
+use freet::model::loss::token_nll;
 use freet::model::{FreeTransformer, Latents};
 use std::f64::consts::LN_2;
 use tch::{Device, Kind, Tensor};

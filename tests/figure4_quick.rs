@@ -1,8 +1,8 @@
 //! `freet experiment figure4 --quick`: the report has its structure, and every metric in it is
 //! recomputed here from the generated samples it ships.
 
-use freet::experiment::{ArmSamples, Figure4Options, run_figure4};
-use freet::figure4::aggregate;
+use freet::experiments::figure4::aggregate;
+use freet::experiments::figure4::{ArmSamples, Figure4Options, run_figure4};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 

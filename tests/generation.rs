@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use freet::blocks::{AttnMask, KvInput};
 use freet::generate::{GenerateError, LatentSource, SampleOptions, generate};
+use freet::model::layers::{AttnMask, KvInput};
 use freet::model::{FreeTransformer, Latents};
 use tch::{Device, Kind, Tensor};
 

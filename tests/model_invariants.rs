@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use freet::blocks::{AttnMask, KvInput};
-use freet::config::{MapperGrad, ModelConfig};
+use freet::model::config::{MapperGrad, ModelConfig};
+use freet::model::layers::{AttnMask, KvInput};
 use freet::model::{FreeTransformer, Latents};
 use std::collections::HashMap;
 use std::f64::consts::LN_2;
@@ -719,7 +719,7 @@ fn model_gradient_matches_finite_differences_of_the_surrogate() {
 fn bit_structured_post_sampler_is_linear_in_the_bits_and_gives_eq8_its_closed_form() {
     let _g = serial();
     let mut cfg = tiny(4, "1");
-    cfg.latent.post_sampler_init = freet::config::PostSamplerInit::Bits;
+    cfg.latent.post_sampler_init = freet::model::config::PostSamplerInit::Bits;
     cfg.latent.post_sampler_init_std = 0.5;
     let model = build(&cfg, 41);
     let lat = model.latent().unwrap();

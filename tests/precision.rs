@@ -5,14 +5,14 @@
 mod common;
 
 use common::{build, max_abs, max_abs_diff, serial, tiny, tokens};
-use freet::config::Precision;
 use freet::eval::to_batch;
+use freet::model::config::Precision;
 use freet::model::{FreeTransformer, Latents};
-use freet::optim::AdamW;
 use freet::train::dataset;
+use freet::train::optim::AdamW;
 use tch::Kind;
 
-fn with_precision(cfg: &freet::config::ModelConfig, p: Precision) -> freet::config::ModelConfig {
+fn with_precision(cfg: &freet::model::config::ModelConfig, p: Precision) -> freet::model::config::ModelConfig {
     let mut c = cfg.clone();
     c.precision = p;
     c

@@ -9,8 +9,8 @@
 mod common;
 
 use common::TINY_RUN as TINY;
-use freet::checkpoint;
 use freet::config::RunConfig;
+use freet::train::checkpoint;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,10 +3,10 @@
 
 mod common;
 
-use freet::checkpoint;
 use freet::config::RunConfig;
 use freet::eval::to_batch;
 use freet::model::Latents;
+use freet::train::checkpoint;
 use freet::train::{TrainOptions, train};
 use std::sync::atomic::Ordering;
 use tch::{Device, Kind};

@@ -2,8 +2,8 @@
 //! that seed torch's global generator, and random token batches.
 #![allow(dead_code)]
 
-use freet::config::ModelConfig;
 use freet::model::FreeTransformer;
+use freet::model::config::ModelConfig;
 use std::sync::{Mutex, MutexGuard};
 use tch::{Device, Kind, Tensor};
 

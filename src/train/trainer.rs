@@ -3,13 +3,13 @@
 //! Every random draw is a pure function of `(seed, step, micro-batch)`, so a resumed run follows
 //! the uninterrupted one exactly.
 
-use crate::checkpoint::{self, FORMAT_VERSION, TrainState};
 use crate::config::{DataConfig, NonFinite, RunConfig};
 use crate::data::{BpeTokenizer, Dataset, SyntheticTask, TextDataset, Tokenizer};
 use crate::eval::{EvalReport, evaluate, to_batch};
-use crate::loss::LossStats;
+use crate::model::loss::LossStats;
 use crate::model::{FreeTransformer, Latents};
-use crate::optim::{AdamW, learning_rate};
+use crate::train::checkpoint::{self, FORMAT_VERSION, TrainState};
+use crate::train::optim::{AdamW, learning_rate};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -103,7 +103,7 @@ pub fn dataset_with(run: &RunConfig, tok: Tokenizer) -> Result<Dataset> {
         DataConfig::Text { path, seq_len, val_fraction, .. } => {
             Dataset::Text(TextDataset::from_file_with(path, tok, *seq_len, *val_fraction, run.train.seed)?)
         }
-        DataConfig::Task(spec) => Dataset::Task(crate::tasks::Task::new(spec, run.train.seed)?),
+        DataConfig::Task(spec) => Dataset::Task(crate::data::tasks::Task::new(spec, run.train.seed)?),
     })
 }
 
@@ -245,7 +245,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     };
     checkpoint::clean_stale(&ckpt_dir);
     let cfg_text = toml::to_string_pretty(run)?;
-    checkpoint::write_atomic(&opts.out_dir.join("config.toml"), cfg_text.as_bytes())?;
+    crate::util::fs::write_atomic(&opts.out_dir.join("config.toml"), cfg_text.as_bytes())?;
 
     let val = data.val_batches(tc.eval_batches, tc.batch_size);
     if val.is_empty() {
@@ -276,7 +276,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         for micro in 0..tc.grad_accum as u64 {
             let rows = data.train_batch(step, micro, tc.batch_size);
             let (x, y) = to_batch(&rows, opts.device);
-            let key = crate::rng::step_key(tc.seed, step, micro);
+            let key = crate::util::rng::step_key(tc.seed, step, micro);
             let fwd = model.forward(&x, Latents::Posterior { key }, true);
             let loss = model.loss(&fwd, &y);
             model.backward(&fwd, &loss, 1.0 / tc.grad_accum as f64);
@@ -453,5 +453,5 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    checkpoint::write_atomic(path, kept.as_bytes())
+    crate::util::fs::write_atomic(path, kept.as_bytes())
 }

@@ -6,11 +6,14 @@
 //! written into a temporary directory, fsynced, and renamed into place; a `latest` pointer file is
 //! then replaced atomically. A crash at any point leaves the previous checkpoint loadable.
 
-use crate::bpe::{BpeRecord, BpeTokenizer};
-use crate::config::{ModelConfig, RunConfig, one_line};
+use crate::config::RunConfig;
 use crate::data::Tokenizer;
+use crate::data::bpe::{BpeRecord, BpeTokenizer};
 use crate::model::FreeTransformer;
-use crate::optim::AdamW;
+use crate::model::config::ModelConfig;
+use crate::train::optim::AdamW;
+use crate::util::error::one_line;
+use crate::util::fs::{fsync_dir, fsync_file, write_atomic, write_file_synced};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -118,39 +121,6 @@ fn step_name(step: u64) -> String {
     format!("step-{step:08}")
 }
 
-fn fsync_file(path: &Path) -> Result<()> {
-    fs::File::open(path).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", path.display()))
-}
-
-fn fsync_dir(path: &Path) -> Result<()> {
-    // Directory fsync makes renames durable; some filesystems refuse it, which is not an error.
-    if let Ok(f) = fs::File::open(path) {
-        let _ = f.sync_all();
-    }
-    Ok(())
-}
-
-fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    f.sync_all().with_context(|| format!("cannot sync {}", path.display()))
-}
-
-/// Replaces `path` atomically with `bytes` (temp file, fsync, rename, fsync of the directory).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let res = write_file_synced(&tmp, bytes)
-        .and_then(|_| fs::rename(&tmp, path).with_context(|| format!("cannot rename into {}", path.display())));
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res?;
-    fsync_dir(dir)
-}
-
 /// Saves a checkpoint for `state.step` under `dir` (`dir/step-NNNNNNNN`), points `dir/latest` at
 /// it, and keeps only the newest `keep_last` (0 = all). Returns the checkpoint's directory.
 pub fn save(
@@ -178,7 +148,7 @@ pub fn save(
             fsync_file(&p)?;
         }
         if let Tokenizer::Bpe(bpe) = &tokenizer {
-            write_file_synced(&tmp.join(crate::bpe::TOKENIZER_FILE), bpe.json().as_bytes())?;
+            write_file_synced(&tmp.join(crate::data::bpe::TOKENIZER_FILE), bpe.json().as_bytes())?;
         }
         let cj = serde_json::to_vec_pretty(&config_json(model.config(), &tokenizer)?)?;
         write_file_synced(&tmp.join(CONFIG_FILE), &cj)?;

@@ -149,7 +149,15 @@ impl AdamW {
                         let mut p = s.param.index_select(0, &rows);
                         let mut m = s.m.index_select(0, &rows);
                         let mut v = s.v.index_select(0, &rows);
-                        hp.update(&mut p, &mut m, &mut v, &g.index_select(0, &rows), lr, decay, &hp.row_correction(&t_r));
+                        hp.update(
+                            &mut p,
+                            &mut m,
+                            &mut v,
+                            &g.index_select(0, &rows),
+                            lr,
+                            decay,
+                            &hp.row_correction(&t_r),
+                        );
                         let _ = s.param.index_copy_(0, &rows, &p);
                         let _ = s.m.index_copy_(0, &rows, &m);
                         let _ = s.v.index_copy_(0, &rows, &v);
@@ -228,7 +236,16 @@ impl Hyper {
 
     /// In place: decoupled decay (when `decay`), the moments, then the bias-corrected step.
     #[allow(clippy::too_many_arguments)]
-    fn update(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, g: &Tensor, lr: f64, decay: bool, bc: &BiasCorrection) {
+    fn update(
+        &self,
+        p: &mut Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        g: &Tensor,
+        lr: f64,
+        decay: bool,
+        bc: &BiasCorrection,
+    ) {
         if decay {
             let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
         }

@@ -97,7 +97,7 @@ pub fn svg(chart: &Chart, series: &[Series]) -> Result<String> {
 
 /// Writes [`svg`] to `path` atomically.
 pub fn write_svg(path: &Path, chart: &Chart, series: &[Series]) -> Result<()> {
-    crate::checkpoint::write_atomic(path, svg(chart, series)?.as_bytes())
+    crate::util::fs::write_atomic(path, svg(chart, series)?.as_bytes())
 }
 
 /// `2^v` written as a fraction or integer (`1/8`, `1`, `4`) for log2 axes.

@@ -149,7 +149,7 @@ mod tests {
         let hb = -(&p * p.log() + &q * q.log());
         let want = (LN_2 - hb).sum(Kind::Double).double_value(&[]);
         assert!((kl_per_token(&o).double_value(&[]) - want).abs() < 1e-6);
-        let m = crate::mapper::BinaryMapper::new(3, 0, Device::Cpu);
+        let m = crate::model::mapper::BinaryMapper::new(3, 0, Device::Cpu);
         let lg = m.log_code_probs(&o.view([1, 3]));
         let eq4 = 3.0 * LN_2 + (lg.exp() * &lg).sum(Kind::Double).double_value(&[]);
         assert!((eq4 - want).abs() < 1e-9);

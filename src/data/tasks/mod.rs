@@ -27,8 +27,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, value_err};
 use crate::data::{DataError, Split, Tokenizer, stream_seed};
+use crate::util::error::{FieldError, value_err};
 
 /// The letter symbols of [`TaskAlphabet::Letters`] and [`TaskAlphabet::LettersSep`], in id order.
 pub const LETTERS: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -290,7 +290,7 @@ fn default_max_target() -> u64 {
 }
 
 /// Checks `lo <= v <= hi`, naming the field otherwise.
-fn check_range<T: PartialOrd + std::fmt::Display>(field: &'static str, v: T, lo: T, hi: T) -> Result<(), ConfigError> {
+fn check_range<T: PartialOrd + std::fmt::Display>(field: &'static str, v: T, lo: T, hi: T) -> Result<(), FieldError> {
     if v < lo || v > hi {
         return Err(value_err(field, format!("{v} is outside {lo}..={hi}")));
     }
@@ -309,7 +309,7 @@ fn digits(mut v: u64) -> usize {
 
 impl HmmSpec {
     /// Checks every parameter range, naming the field at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         check_range("data.k", self.k, 1, 65_536)?;
         check_range("data.symbols", self.symbols, 2, MAX_LETTERS)?;
         let entries = self.k * self.symbols * self.symbols;
@@ -329,7 +329,7 @@ impl HmmSpec {
 
 impl PermutationSpec {
     /// Checks every parameter range, naming the field at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         check_range("data.n", self.n, 1, 1024)?;
         check_range("data.k", self.k, 1, 4096)?;
         let distinct = (1..=self.n).try_fold(1usize, |acc, i| acc.checked_mul(i)).unwrap_or(usize::MAX);
@@ -351,7 +351,7 @@ impl PermutationSpec {
 
 impl CountdownSpec {
     /// Checks every parameter range, naming the field at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         check_range("data.n_numbers", self.n_numbers, 1, 8)?;
         check_range("data.max_number", self.max_number, 1, 9999)?;
         if self.max_target < self.max_number || self.max_target > 999_999 {
@@ -382,7 +382,7 @@ impl CountdownSpec {
 
 impl TaskSpec {
     /// Checks every parameter range, naming the field at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         match self {
             TaskSpec::HmmMixture(s) => s.validate(),
             TaskSpec::Permutation(s) => s.validate(),
@@ -577,7 +577,7 @@ pub struct HmmMixture {
 
 impl HmmMixture {
     /// Draws the world from `spec` (validated first); `seed` keys the example streams.
-    pub fn new(spec: &HmmSpec, seed: u64) -> Result<Self, ConfigError> {
+    pub fn new(spec: &HmmSpec, seed: u64) -> Result<Self, FieldError> {
         spec.validate()?;
         let (k, v) = (spec.k, spec.symbols);
         let mut rng = world_rng(spec.world_seed, 1);
@@ -759,7 +759,7 @@ pub struct Permutation {
 
 impl Permutation {
     /// Draws the world from `spec` (validated first); `seed` keys the example streams.
-    pub fn new(spec: &PermutationSpec, seed: u64) -> Result<Self, ConfigError> {
+    pub fn new(spec: &PermutationSpec, seed: u64) -> Result<Self, FieldError> {
         spec.validate()?;
         let n = spec.n;
         let mut rng = world_rng(spec.world_seed, 2);
@@ -1241,7 +1241,7 @@ pub struct Countdown {
 
 impl Countdown {
     /// Builds the task from `spec` (validated first); `seed` keys the example streams.
-    pub fn new(spec: &CountdownSpec, seed: u64) -> Result<Self, ConfigError> {
+    pub fn new(spec: &CountdownSpec, seed: u64) -> Result<Self, FieldError> {
         spec.validate()?;
         Ok(Self { seed, spec: spec.clone() })
     }
@@ -1410,7 +1410,7 @@ pub enum Task {
 
 impl Task {
     /// Validates `spec`, draws its world, and keys the example streams with `seed`.
-    pub fn new(spec: &TaskSpec, seed: u64) -> Result<Self, ConfigError> {
+    pub fn new(spec: &TaskSpec, seed: u64) -> Result<Self, FieldError> {
         Ok(match spec {
             TaskSpec::HmmMixture(s) => Task::HmmMixture(HmmMixture::new(s, seed)?),
             TaskSpec::Permutation(s) => Task::Permutation(Permutation::new(s, seed)?),

@@ -2,11 +2,12 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use freet::checkpoint;
-use freet::config::{Precision, RunConfig};
+use freet::config::RunConfig;
 use freet::data::Tokenizer;
-use freet::figure4::{Group, Panel, render_text};
+use freet::experiments::figure4::{Group, Panel, render_text};
 use freet::generate::{LatentSource, SampleOptions, decode_rows, generate};
+use freet::model::config::Precision;
+use freet::train::checkpoint;
 use freet::train::{TrainOptions, TrainSummary, dataset_with, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tch::Device;
 
-const DEMO_CONFIG: &str = include_str!("../configs/demo.toml");
-const DEMO_BASELINE_CONFIG: &str = include_str!("../configs/demo-baseline.toml");
+const DEMO_CONFIG: &str = include_str!("../../../configs/demo.toml");
+const DEMO_BASELINE_CONFIG: &str = include_str!("../../../configs/demo-baseline.toml");
 
 #[derive(Parser)]
 #[command(name = "freet", version, about = "The Free Transformer (Fleuret 2025) in Rust: train, sample, evaluate")]
@@ -99,13 +100,13 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
     let kappas = a
         .kappa
         .iter()
-        .map(|k| freet::config::KappaBits::parse(k.trim()).map_err(|e| anyhow!("--kappa {k:?}: {e}")))
+        .map(|k| freet::model::config::KappaBits::parse(k.trim()).map_err(|e| anyhow!("--kappa {k:?}: {e}")))
         .collect::<Result<Vec<_>>>()?;
     if a.prompts == 0 || a.samples == 0 {
         bail!("--prompts and --samples must be at least 1");
     }
     let command = std::iter::once("freet".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let o = freet::compare::CompareOptions {
+    let o = freet::experiments::compare::CompareOptions {
         task: a.task,
         seeds: a.seeds,
         kappas,
@@ -123,7 +124,7 @@ fn cmd_compare(a: CompareArgs) -> Result<()> {
         command,
         stop: stop_flag()?,
     };
-    let results = freet::compare::run_compare(&o)?;
+    let results = freet::experiments::compare::run_compare(&o)?;
     println!("{} runs; report: {}", results.len(), o.report_dir.join("compare.md").display());
     Ok(())
 }
@@ -250,8 +251,9 @@ fn cmd_bench_report(a: BenchReportArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.json).with_context(|| format!("cannot read {}", a.json.display()))?;
     let mut recs = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let r: freet::bench::Record = serde_json::from_str(line)
-            .map_err(|e| anyhow!("{} line {}: {}", a.json.display(), i + 1, freet::config::one_line(&e.to_string())))?;
+        let r: freet::bench::Record = serde_json::from_str(line).map_err(|e| {
+            anyhow!("{} line {}: {}", a.json.display(), i + 1, freet::util::error::one_line(&e.to_string()))
+        })?;
         recs.push(r);
     }
     let notes = match &a.notes {
@@ -262,8 +264,8 @@ fn cmd_bench_report(a: BenchReportArgs) -> Result<()> {
         "Produced by `{}`{} on {} ({}; PyTorch reference: torch {}).",
         a.command,
         a.minutes.map(|m| format!(" ({m:.0} minutes)")).unwrap_or_default(),
-        freet::experiment::today(),
-        freet::experiment::machine(),
+        freet::report::stamp::today(),
+        freet::report::stamp::machine(),
         recs.iter().find(|r| r.implementation == "pytorch").map_or("–", |r| r.version.as_str()),
     );
     let mut md = freet::bench::report(&recs, &sizes, &header, "");
@@ -282,7 +284,7 @@ fn cmd_bench_report(a: BenchReportArgs) -> Result<()> {
         md += notes.trim_end();
         md += "\n";
     }
-    checkpoint::write_atomic(&a.out, md.as_bytes())?;
+    freet::util::fs::write_atomic(&a.out, md.as_bytes())?;
     println!("wrote {} ({} records)", a.out.display(), recs.len());
     Ok(())
 }
@@ -305,7 +307,7 @@ struct TokenizerTrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// Minimum count of a pair for it to be merged.
-    #[arg(long, default_value_t = freet::bpe::DEFAULT_MIN_FREQUENCY)]
+    #[arg(long, default_value_t = freet::data::bpe::DEFAULT_MIN_FREQUENCY)]
     min_frequency: u64,
 }
 
@@ -626,7 +628,7 @@ fn cmd_figure4(a: Figure4Args) -> Result<()> {
         bail!("--groups must be ≥ 1 and --group-size ≥ 2 (agreement needs pairs)");
     }
     let command = std::iter::once("freet".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let o = freet::experiment::Figure4Options {
+    let o = freet::experiments::figure4::Figure4Options {
         report_dir: a.report_dir.unwrap_or_else(|| a.out.clone()),
         out: a.out,
         quick: a.quick,
@@ -639,7 +641,7 @@ fn cmd_figure4(a: Figure4Args) -> Result<()> {
         command,
         stop: stop_flag()?,
     };
-    let results = freet::experiment::run_figure4(&o)?;
+    let results = freet::experiments::figure4::run_figure4(&o)?;
     for r in &results {
         println!(
             "{:<22} position agreement fresh {} shared {}; validity {}",
@@ -653,8 +655,8 @@ fn cmd_figure4(a: Figure4Args) -> Result<()> {
 }
 
 fn cmd_tokenizer_train(a: TokenizerTrainArgs) -> Result<()> {
-    let t = freet::bpe::train(&a.files, a.vocab_size, a.min_frequency)?;
-    checkpoint::write_atomic(&a.out, t.tokenizer.json().as_bytes())
+    let t = freet::data::bpe::train(&a.files, a.vocab_size, a.min_frequency)?;
+    freet::util::fs::write_atomic(&a.out, t.tokenizer.json().as_bytes())
         .with_context(|| format!("cannot write {}", a.out.display()))?;
     println!(
         "trained a byte-level BPE: vocab size {} ({} merges) on {} training bytes in {} file(s)",

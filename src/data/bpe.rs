@@ -400,7 +400,7 @@ pub fn train(files: &[PathBuf], vocab_size: usize, min_frequency: u64) -> Result
 
 /// Folds a (possibly multi-line) message into one line.
 fn one_line(e: &dyn fmt::Display) -> String {
-    crate::config::one_line(&e.to_string())
+    crate::util::error::one_line(&e.to_string())
 }
 
 #[cfg(test)]

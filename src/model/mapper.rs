@@ -3,10 +3,10 @@
 //! `R = E[c]` (a gather); the gradient is that of the whole code distribution G (Eq. 8).
 //!
 //! tch has no custom autograd functions, so the fused gradient is applied by the two-phase backward
-//! in [`crate::loss`]: [`BinaryMapper::grad_bit_logits`] turns `∂loss/∂R` into `∂loss/∂o` in chunks of
+//! in [`crate::model::loss`]: [`BinaryMapper::grad_bit_logits`] turns `∂loss/∂R` into `∂loss/∂o` in chunks of
 //! tokens, with `O(chunk · 2^H)` scratch and never a `[B, T, 2^H]` tensor.
 
-use crate::rng::{stream_seed, uniforms};
+use crate::util::rng::{stream_seed, uniforms};
 use tch::{Device, Kind, Tensor};
 
 /// Scratch budget of one chunk of the fused backward (`n × C` fp32). Measured on 2 Zen 4 cores at

@@ -2,10 +2,11 @@
 //! KV-cache generation speed, in the JSON schema shared with `bench/reference.py`; the FLOP model
 //! that predicts the Free Transformer's overhead; and the `BENCHMARKS.md` report.
 
-use crate::config::{ModelConfig, Precision, TrainConfig};
+use crate::config::TrainConfig;
 use crate::generate::{LatentSource, SampleOptions, generate_batch};
+use crate::model::config::{ModelConfig, Precision};
 use crate::model::{FreeTransformer, Latents};
-use crate::optim::AdamW;
+use crate::train::optim::AdamW;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The shapes file compiled into the binary (`bench/sizes.json`).
-pub const DEFAULT_SIZES: &str = include_str!("../bench/sizes.json");
+pub const DEFAULT_SIZES: &str = include_str!("../../bench/sizes.json");
 
 /// `bench/sizes.json`: the shapes and hyperparameters both implementations read.
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +93,7 @@ pub struct GenerateSpec {
 impl SizesFile {
     /// Parses a sizes file (JSON).
     pub fn parse(text: &str) -> Result<Self> {
-        serde_json::from_str(text).map_err(|e| anyhow!("bench sizes: {}", crate::config::one_line(&e.to_string())))
+        serde_json::from_str(text).map_err(|e| anyhow!("bench sizes: {}", crate::util::error::one_line(&e.to_string())))
     }
 
     /// The named size, or an error listing the known ones.
@@ -808,20 +809,20 @@ pub fn curves_section(curves: &[Curve], svg: &std::path::Path, svg_link: &str) -
         let mean = tail.iter().map(|p| p.1).sum::<f64>() / tail.len() as f64;
         let _ = writeln!(s, "| {} | {} | {mean:.4} |", c.name, fmt_opt(c.final_eval, 4));
     }
-    let series: Vec<crate::plot::Series> = curves
+    let series: Vec<crate::report::plot::Series> = curves
         .iter()
-        .map(|c| crate::plot::Series {
+        .map(|c| crate::report::plot::Series {
             name: c.name.clone(),
             points: c.train_ce.iter().map(|&(x, y)| (x, y, 0.0)).collect(),
         })
         .collect();
-    let chart = crate::plot::Chart {
+    let chart = crate::report::plot::Chart {
         title: "training CE, fp32 vs bf16".into(),
         x_label: "step".into(),
         y_label: "CE (nats/token)".into(),
         log2_x: false,
     };
-    crate::plot::write_svg(svg, &chart, &series)?;
+    crate::report::plot::write_svg(svg, &chart, &series)?;
     let _ = writeln!(s, "\n![training curves]({svg_link})");
     Ok(s)
 }

@@ -6,6 +6,9 @@
 //! seed is [`stream_seed`] of the run seed and the example's coordinates,
 //! so training can resume exactly from a step counter alone.
 
+pub mod bpe;
+pub mod tasks;
+
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -13,11 +16,11 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::bpe::BpeError;
-pub use crate::bpe::BpeTokenizer;
+use crate::data::bpe::BpeError;
+pub use crate::data::bpe::BpeTokenizer;
 #[cfg(test)]
-use crate::rng::splitmix64;
-pub use crate::rng::stream_seed;
+use crate::util::rng::splitmix64;
+pub use crate::util::rng::stream_seed;
 use serde::{Deserialize, Serialize};
 
 /// Length in characters (and tokens) of one synthetic sequence: "L>" plus a 64-char body.
@@ -252,8 +255,8 @@ pub enum Tokenizer {
     Synthetic,
     /// One token per UTF-8 byte (0..=255).
     Bytes,
-    /// A synthetic evaluation task's alphabet, one char per id (see [`crate::tasks`]).
-    Task(crate::tasks::TaskAlphabet),
+    /// A synthetic evaluation task's alphabet, one char per id (see [`crate::data::tasks`]).
+    Task(crate::data::tasks::TaskAlphabet),
     /// A byte-level BPE trained by `freet tokenizer train` (any `tokenizer.json` whose tokens are
     /// byte-level).
     #[serde(skip_deserializing)]
@@ -572,8 +575,8 @@ pub enum Dataset {
     Synthetic(SyntheticTask),
     /// A text file tokenized as bytes or with a BPE.
     Text(TextDataset),
-    /// A synthetic evaluation task ([`crate::tasks::Task`]) with its own alphabet.
-    Task(crate::tasks::Task),
+    /// A synthetic evaluation task ([`crate::data::tasks::Task`]) with its own alphabet.
+    Task(crate::data::tasks::Task),
 }
 
 impl Dataset {
@@ -1014,12 +1017,12 @@ mod tests {
 
     /// The shared test BPE (vocab 300, trained on tests/data/tiny-corpus.txt).
     fn bpe() -> Tokenizer {
-        Tokenizer::Bpe(crate::bpe::tests::trained().tokenizer.clone())
+        Tokenizer::Bpe(crate::data::bpe::tests::trained().tokenizer.clone())
     }
 
     #[test]
     fn bpe_dataset_tokens_spell_out_the_text() {
-        let path = crate::bpe::tests::corpus_path();
+        let path = crate::data::bpe::tests::corpus_path();
         let text = std::fs::read(&path).unwrap();
         let ds = TextDataset::from_file_with(&path, bpe(), 16, 0.25, 3).unwrap();
         assert_eq!(ds.len_bytes(), text.len());
@@ -1080,7 +1083,7 @@ mod tests {
         let Tokenizer::Bpe(b) = bpe() else { unreachable!() };
         let mut v: serde_json::Value = serde_json::from_str(b.json()).unwrap();
         v["normalizer"] = serde_json::json!({"type": "Lowercase"});
-        let lower = crate::bpe::BpeTokenizer::from_json(v.to_string(), "lower.json").unwrap();
+        let lower = crate::data::bpe::BpeTokenizer::from_json(v.to_string(), "lower.json").unwrap();
         let text = write_file(&dir, "t.txt", b"the river and The Lighthouse and the baker and the bread");
         let msg = TextDataset::from_file_with(&text, Tokenizer::Bpe(lower), 4, 0.25, 0).unwrap_err().to_string();
         assert!(msg.contains("does not reproduce") && msg.contains("byte 14"), "{msg}");

@@ -2,15 +2,14 @@
 //! Transformers (κ = 1/64, 1/8, 1, 8 bits), draw the figure's blue/green groups, and measure the
 //! regimes over many groups with fresh and shared Z.
 
-use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data::{SYNTH_LEN, Tokenizer};
 use crate::eval::{EvalReport, evaluate};
-use crate::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
+use crate::experiments::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
 use crate::generate::{LatentSource, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
-use crate::rng::stream_seed;
 use crate::train::{Finished, TrainOptions, dataset, train_or_reuse};
+use crate::util::rng::stream_seed;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -22,11 +21,11 @@ use tch::{Device, Tensor};
 
 /// The five arms: name and the config kept in `experiments/figure4/`.
 pub const ARMS: [(&str, &str); 5] = [
-    ("baseline", include_str!("../experiments/figure4/baseline.toml")),
-    ("kappa-1-64", include_str!("../experiments/figure4/kappa-1-64.toml")),
-    ("kappa-1-8", include_str!("../experiments/figure4/kappa-1-8.toml")),
-    ("kappa-1", include_str!("../experiments/figure4/kappa-1.toml")),
-    ("kappa-8", include_str!("../experiments/figure4/kappa-8.toml")),
+    ("baseline", include_str!("../../../experiments/figure4/baseline.toml")),
+    ("kappa-1-64", include_str!("../../../experiments/figure4/kappa-1-64.toml")),
+    ("kappa-1-8", include_str!("../../../experiments/figure4/kappa-1-8.toml")),
+    ("kappa-1", include_str!("../../../experiments/figure4/kappa-1.toml")),
+    ("kappa-8", include_str!("../../../experiments/figure4/kappa-8.toml")),
 ];
 
 /// Overrides that turn every arm into the `--quick` smoke version (small model, H = 10, few steps).
@@ -161,7 +160,7 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     let panels: Vec<Panel> = results.iter().map(|r| r.panel.clone()).collect();
     let svg = figure4::render_svg(&panels);
     let text = figure4::render_text(&panels, false);
-    let write = |name: &str, bytes: &[u8]| checkpoint::write_atomic(&o.report_dir.join(name), bytes);
+    let write = |name: &str, bytes: &[u8]| crate::util::fs::write_atomic(&o.report_dir.join(name), bytes);
     write("figure4.svg", svg.as_bytes())?;
     write("figure4.txt", text.as_bytes())?;
     write("results.json", serde_json::to_string_pretty(&results)?.as_bytes())?;
@@ -235,37 +234,6 @@ fn fmt_se(v: Option<f64>, se: Option<f64>) -> String {
     }
 }
 
-/// Machine description for reports: CPU model and core count.
-pub fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores, libtorch {} (tch 0.24)", "2.11.0")
-}
-
-/// Today's UTC date as YYYY-MM-DD.
-pub fn today() -> String {
-    let days =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Civil-from-days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, total_s: f64, text: &str) -> String {
     let m = &ft.model;
     let t = &ft.train;
@@ -274,8 +242,8 @@ fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, to
     s += &format!(
         "Produced by `{}` on {} ({}), in {:.1} minutes in total.{}\n\n",
         o.command,
-        today(),
-        machine(),
+        crate::report::stamp::today(),
+        crate::report::stamp::machine(),
         total_s / 60.0,
         if o.quick { " **Quick mode: tiny models, few steps; a smoke test, not a result.**" } else { "" }
     );

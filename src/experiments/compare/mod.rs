@@ -3,17 +3,17 @@
 //! hyperparameters, over several seeds; evaluates every run with honest bounds (spec §7) and the
 //! task's exact scores; and reports mean ± 95 % CI per arm, collapse counts and metric-vs-κ plots.
 
-use crate::checkpoint;
-use crate::config::{KappaBits, RunConfig};
+use crate::config::RunConfig;
+use crate::data::tasks::{Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
 use crate::data::{Dataset, Split};
 use crate::eval::{BitsPerByte, EvalOptions, EvalReport, evaluate_with};
 use crate::generate::{LatentSource, SampleOptions, generate_batch};
 use crate::model::FreeTransformer;
-use crate::plot::{Chart, Series, write_svg};
-use crate::rng::stream_seed;
-use crate::stats::MeanCi;
-use crate::tasks::{Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
+use crate::model::config::KappaBits;
+use crate::report::plot::{Chart, Series, write_svg};
+use crate::report::stats::MeanCi;
 use crate::train::{Finished, TrainOptions, dataset, train_or_reuse};
+use crate::util::rng::stream_seed;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -26,9 +26,9 @@ use tch::{Device, Tensor};
 
 /// Built-in task configs (`experiments/compare/*.toml`).
 pub const TASKS: [(&str, &str); 3] = [
-    ("hmm", include_str!("../experiments/compare/hmm.toml")),
-    ("permutation", include_str!("../experiments/compare/permutation.toml")),
-    ("countdown", include_str!("../experiments/compare/countdown.toml")),
+    ("hmm", include_str!("../../../experiments/compare/hmm.toml")),
+    ("permutation", include_str!("../../../experiments/compare/permutation.toml")),
+    ("countdown", include_str!("../../../experiments/compare/countdown.toml")),
 ];
 
 /// Overrides of `--quick`: a tiny model, few steps (a smoke test).
@@ -110,7 +110,10 @@ pub fn arms(base: &RunConfig, kappas: &[KappaBits]) -> Vec<Arm> {
         v.push(Arm {
             name: format!(
                 "FT κ={}",
-                crate::figure4::kappa_title(k.0).trim_start_matches("κ = ").replace(" bits", "").replace(" bit", "")
+                crate::experiments::figure4::kappa_title(k.0)
+                    .trim_start_matches("κ = ")
+                    .replace(" bits", "")
+                    .replace(" bit", "")
             ),
             kappa_bits: Some(k.0),
             overrides: vec!["model.latent.enabled=true".into(), format!("model.latent.kappa_bits={}", k.0)],
@@ -220,7 +223,7 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
         }
     }
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
-    let write = |name: &str, bytes: &[u8]| checkpoint::write_atomic(&o.report_dir.join(name), bytes);
+    let write = |name: &str, bytes: &[u8]| crate::util::fs::write_atomic(&o.report_dir.join(name), bytes);
     write("results.json", serde_json::to_string_pretty(&results)?.as_bytes())?;
     let plots = write_plots(&results, &arms, &o.report_dir)?;
     let md = report(&task_name, &base, &arms, &results, o, minutes, &plots);
@@ -439,8 +442,8 @@ fn report(
          in total over the {} runs (per-arm means in the table; a run reused with `--reuse` keeps the time \
          logged when it was trained).\n",
         o.command,
-        crate::experiment::today(),
-        crate::experiment::machine(),
+        crate::report::stamp::today(),
+        crate::report::stamp::machine(),
         results.iter().map(|r| r.train_seconds).sum::<f64>() / 60.0,
         results.len()
     );

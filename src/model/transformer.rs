@@ -1,11 +1,12 @@
 //! The Free Transformer (and, with the latent disabled, its baseline decoder). `forward_with` is the
 //! paper's Algorithm 2 (corrected: every block runs exactly once).
 
-use crate::blocks::{AttnMask, Block, KvInput, LayerCache, RmsNorm, Rope, linear_in, linear_weight};
-use crate::config::{ConfigError, Injection, LatentConfig, MapperGrad, ModelConfig, PostSamplerInit};
-use crate::encoder::Encoder;
-use crate::loss::Loss;
-use crate::mapper::BinaryMapper;
+use crate::model::config::{Injection, LatentConfig, MapperGrad, ModelConfig, PostSamplerInit};
+use crate::model::encoder::Encoder;
+use crate::model::layers::{AttnMask, Block, KvInput, LayerCache, RmsNorm, Rope, linear_in, linear_weight};
+use crate::model::loss::Loss;
+use crate::model::mapper::BinaryMapper;
+use crate::util::error::FieldError;
 use tch::nn::{Init, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -170,7 +171,7 @@ impl FreeTransformer {
     /// Builds and initialises the model on `device` from `seed`. Decoder parameters are created
     /// before the latent ones, so a baseline and a Free Transformer with the same seed share their
     /// decoder initialisation.
-    pub fn new(cfg: &ModelConfig, device: Device, seed: u64) -> Result<Self, ConfigError> {
+    pub fn new(cfg: &ModelConfig, device: Device, seed: u64) -> Result<Self, FieldError> {
         cfg.validate()?;
         // Initialisation draws from torch's global generator: hold a lock so that concurrent
         // constructions (threads, tests) cannot interleave their draws.

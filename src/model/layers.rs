@@ -1,7 +1,7 @@
 //! Llama-style building blocks: RMSNorm, RoPE, grouped-query attention with a KV cache, SwiGLU, and
 //! the generalised block of spec §2.1 (separate query and key/value sources, additive K/V term).
 
-use crate::config::ModelConfig;
+use crate::model::config::ModelConfig;
 use tch::nn::{Init, Path};
 use tch::{Device, Kind, Tensor};
 

@@ -2,8 +2,8 @@
 //! constant ζ repeated over positions (with RoPE, so rows differ), whose keys/values are the trunk
 //! output `X_m`, followed by RMSNorm and a linear readout to H bit logits.
 
-use crate::blocks::{AttnMask, Block, KvInput, RmsNorm, Rope, linear_in, linear_weight};
-use crate::config::ModelConfig;
+use crate::model::config::ModelConfig;
+use crate::model::layers::{AttnMask, Block, KvInput, RmsNorm, Rope, linear_in, linear_weight};
 use tch::Tensor;
 use tch::nn::{Init, Path};
 

@@ -1,0 +1,361 @@
+//! The architecture's configuration (`[model]`, `[model.latent]`): the decoder's shape, the latent
+//! (H, κ, injection depth, E's init) and precision, each validated with a one-line error.
+
+use crate::util::error::{FieldError, value_err};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::f64::consts::LN_2;
+
+/// Where the post-sampler output `R` enters the key/value path of the injection block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Injection {
+    /// `RMSNorm_attn(X + R)`: the literal Algorithm-2 reading (default).
+    #[default]
+    PreNorm,
+    /// `RMSNorm_attn(X) + R`: ablation, R added after the norm.
+    PostNorm,
+}
+
+/// How the Binary Mapper's straight-through gradient (Eq. 8) is computed. Both give the same
+/// estimator (the full code distribution G); they differ only in cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MapperGrad {
+    /// Chunked closed-form backward, O(chunk·2^H) scratch, no dense one-hot (default).
+    #[default]
+    Fused,
+    /// Autodiff of `E[c] + (G − sg(G))·E` with G materialised for the whole batch: the usual
+    /// public formulation, O(B·T·2^H) memory. For tests and benchmarks.
+    Dense,
+}
+
+/// How the post-sampler table E is initialised (the paper leaves this open; spec §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PostSamplerInit {
+    /// i.i.d. rows, `E ~ N(0, σ²)` with σ = `post_sampler_init_std` (default).
+    #[default]
+    Gaussian,
+    /// Linear in the ±1 bits: `E_c = Σ_h (2·bit(c,h) − 1)·W_h`, `W ~ N(0, σ²/H)`, plus i.i.d.
+    /// `N(0, post_sampler_init_noise²)`; Eq. 8 then gives bit h the full signal `2p(1−p)·δR·W_h`.
+    Bits,
+}
+
+/// Arithmetic precision of the matrix products (spec: the Binary Mapper always runs in fp32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in fp32 (default).
+    #[default]
+    Fp32,
+    /// Linear layers and attention in bf16 with fp32 master weights, residual stream, norms,
+    /// logits, loss and the Binary Mapper (the explicit CPU equivalent of bf16 autocast).
+    Bf16,
+}
+
+impl Precision {
+    /// The tensor kind of the matrix products.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+
+    /// "fp32" or "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// κ in bits per token, written either as a number (`0.125`) or a fraction (`"1/8"`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct KappaBits(pub f64);
+
+impl KappaBits {
+    /// κ converted exactly once to nats: `k · ln 2`.
+    pub fn nats(self) -> f64 {
+        self.0 * LN_2
+    }
+
+    /// Parses `0.5`, `1/8`, `2`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let v = if let Some((a, b)) = s.split_once('/') {
+            let a: f64 = a.trim().parse().map_err(|_| format!("'{s}' is not a number or fraction"))?;
+            let b: f64 = b.trim().parse().map_err(|_| format!("'{s}' is not a number or fraction"))?;
+            if b == 0.0 {
+                return Err(format!("'{s}' divides by zero"));
+            }
+            a / b
+        } else {
+            s.parse().map_err(|_| format!("'{s}' is not a number or fraction"))?
+        };
+        Ok(KappaBits(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for KappaBits {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(f64),
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(v) => Ok(KappaBits(v)),
+            Raw::Int(v) => Ok(KappaBits(v as f64)),
+            Raw::Str(s) => KappaBits::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The latent part of a Free Transformer (`[model.latent]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatentConfig {
+    /// false: a plain baseline decoder (no encoder, no Z).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Bits per latent, H (1..=16); codes C = 2^H.
+    #[serde(default = "default_bits")]
+    pub bits: usize,
+    /// Number of decoder blocks before the injection block (default L/2).
+    #[serde(default)]
+    pub inject_after: Option<usize>,
+    /// Free-bits threshold κ per token, in bits (required when enabled).
+    #[serde(default)]
+    pub kappa_bits: Option<KappaBits>,
+    /// Std σ of the post-sampler table E init (per entry, for either init).
+    #[serde(default = "default_init_std")]
+    pub post_sampler_init_std: f64,
+    /// Shape of the E init: `gaussian` (i.i.d. rows) or `bits` (linear in the code's bits).
+    #[serde(default)]
+    pub post_sampler_init: PostSamplerInit,
+    /// Std of i.i.d. noise added on top of the `bits` init (0 = none).
+    #[serde(default)]
+    pub post_sampler_init_noise: f64,
+    /// Where R enters the K/V path of the injection block.
+    #[serde(default)]
+    pub injection: Injection,
+    /// How Eq. 8's gradient is computed.
+    #[serde(default)]
+    pub mapper_grad: MapperGrad,
+    /// Tokens per chunk in the fused mapper backward (0 = choose so scratch stays ≤ 16 MiB).
+    #[serde(default)]
+    pub mapper_chunk: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_bits() -> usize {
+    16
+}
+fn default_init_std() -> f64 {
+    0.02
+}
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_norm_eps() -> f64 {
+    1e-5
+}
+
+impl Default for LatentConfig {
+    fn default() -> Self {
+        LatentConfig {
+            enabled: false,
+            bits: default_bits(),
+            inject_after: None,
+            kappa_bits: None,
+            post_sampler_init_std: default_init_std(),
+            post_sampler_init: PostSamplerInit::Gaussian,
+            post_sampler_init_noise: 0.0,
+            injection: Injection::PreNorm,
+            mapper_grad: MapperGrad::Fused,
+            mapper_chunk: 0,
+        }
+    }
+}
+
+/// The decoder architecture (`[model]`), Llama-style.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Vocabulary size V (must match the tokenizer).
+    pub vocab_size: usize,
+    /// Model width D.
+    pub d_model: usize,
+    /// Decoder blocks L.
+    pub n_layers: usize,
+    /// Query heads.
+    pub n_heads: usize,
+    /// Key/value heads (GQA); must divide n_heads.
+    pub n_kv_heads: usize,
+    /// SwiGLU hidden width.
+    pub ffn_hidden: usize,
+    /// RoPE base.
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    /// Longest sequence the model accepts (RoPE table and KV cache size).
+    pub max_seq_len: usize,
+    /// Share the token embedding with the output projection.
+    #[serde(default)]
+    pub tied_embeddings: bool,
+    /// Std of the normal init of every matrix.
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
+    /// The Free Transformer's latent; absent or `enabled = false` means a baseline decoder.
+    #[serde(default)]
+    pub latent: LatentConfig,
+    /// Precision of the matrix products ("fp32" or "bf16"); weights are always stored in fp32.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+impl ModelConfig {
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// The latent config when the model is a Free Transformer.
+    pub fn latent(&self) -> Option<&LatentConfig> {
+        self.latent.enabled.then_some(&self.latent)
+    }
+
+    /// Index of the injection block (`block[m]`).
+    pub fn inject_at(&self) -> usize {
+        self.latent.inject_after.unwrap_or(self.n_layers / 2)
+    }
+
+    /// Checks every range the model relies on.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.vocab_size < 2 {
+            return Err(value_err("model.vocab_size", "must be at least 2"));
+        }
+        if self.d_model == 0 {
+            return Err(value_err("model.d_model", "must be positive"));
+        }
+        if self.n_layers == 0 {
+            return Err(value_err("model.n_layers", "must be at least 1"));
+        }
+        if self.n_heads == 0 || self.n_kv_heads == 0 {
+            return Err(value_err("model.n_heads", "n_heads and n_kv_heads must be positive"));
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(value_err(
+                "model.n_kv_heads",
+                format!("{} does not divide n_heads = {}", self.n_kv_heads, self.n_heads),
+            ));
+        }
+        if !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(value_err(
+                "model.n_heads",
+                format!("{} does not divide d_model = {}", self.n_heads, self.d_model),
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(value_err("model.n_heads", "head dim d_model/n_heads must be even for RoPE"));
+        }
+        if self.ffn_hidden == 0 {
+            return Err(value_err("model.ffn_hidden", "must be positive"));
+        }
+        if self.max_seq_len < 2 {
+            return Err(value_err("model.max_seq_len", "must be at least 2"));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return Err(value_err("model.rope_theta", "must be a finite number > 1"));
+        }
+        if !(self.init_std.is_finite() && self.init_std > 0.0) {
+            return Err(value_err("model.init_std", "must be a finite number > 0"));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(value_err("model.norm_eps", "must be a finite number > 0"));
+        }
+        if let Some(lat) = self.latent() {
+            if !(1..=16).contains(&lat.bits) {
+                return Err(value_err("model.latent.bits", format!("{} is outside 1..=16", lat.bits)));
+            }
+            let m = self.inject_at();
+            if self.n_layers < 2 || m == 0 || m >= self.n_layers {
+                return Err(value_err(
+                    "model.latent.inject_after",
+                    format!(
+                        "{m} must lie in 1..{} (a Free Transformer needs ≥ 2 blocks: a trunk before the \
+                         injection block)",
+                        self.n_layers
+                    ),
+                ));
+            }
+            match lat.kappa_bits {
+                None => {
+                    return Err(value_err(
+                        "model.latent.kappa_bits",
+                        "required when latent.enabled = true (e.g. 0.5 or \"1/8\")",
+                    ));
+                }
+                Some(k) if !(k.0.is_finite() && k.0 >= 0.0) => {
+                    return Err(value_err("model.latent.kappa_bits", format!("{} must be ≥ 0", k.0)));
+                }
+                Some(k) if k.0 > lat.bits as f64 => {
+                    return Err(value_err(
+                        "model.latent.kappa_bits",
+                        format!("{} exceeds the H = {} bits a token can carry", k.0, lat.bits),
+                    ));
+                }
+                _ => {}
+            }
+            if !(lat.post_sampler_init_std.is_finite() && lat.post_sampler_init_std >= 0.0) {
+                return Err(value_err("model.latent.post_sampler_init_std", "must be finite and ≥ 0"));
+            }
+            if !(lat.post_sampler_init_noise.is_finite() && lat.post_sampler_init_noise >= 0.0) {
+                return Err(value_err("model.latent.post_sampler_init_noise", "must be finite and ≥ 0"));
+            }
+            if lat.post_sampler_init_noise > 0.0 && lat.post_sampler_init != PostSamplerInit::Bits {
+                return Err(value_err(
+                    "model.latent.post_sampler_init_noise",
+                    "is only used with post_sampler_init = \"bits\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of parameters, split as (decoder, encoder block + ζ + readout, post-sampler table E).
+    pub fn param_counts(&self) -> (usize, usize, usize) {
+        let d = self.d_model;
+        let dh = self.head_dim();
+        let block = d * (self.n_heads * dh) * 2 + d * (self.n_kv_heads * dh) * 2 + 3 * d * self.ffn_hidden + 2 * d;
+        let head = if self.tied_embeddings { 0 } else { self.vocab_size * d };
+        let decoder = self.vocab_size * d + self.n_layers * block + d + head;
+        match self.latent() {
+            Some(lat) => (decoder, block + 2 * d + lat.bits * d, (1usize << lat.bits) * d),
+            None => (decoder, 0, 0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kappa_units_convert_once() {
+        assert!((KappaBits(0.5).nats() - 0.346_573_6).abs() < 1e-7);
+        assert_eq!(KappaBits::parse("1/64").unwrap().0, 1.0 / 64.0);
+        assert!((KappaBits::parse("1/8").unwrap().nats() - 0.086_643).abs() < 1e-6);
+        assert!(KappaBits::parse("1/0").is_err());
+        assert!(KappaBits::parse("abc").is_err());
+    }
+}

@@ -1,0 +1,5 @@
+//! Reporting helpers: SVG plots, seed statistics, and machine/date stamps.
+
+pub mod plot;
+pub mod stamp;
+pub mod stats;

@@ -1,0 +1,7 @@
+//! Training: AdamW and its schedule, atomic checkpoints with exact resume, and the training loop.
+
+pub mod checkpoint;
+pub mod optim;
+pub mod trainer;
+
+pub use trainer::*;
