@@ -2,7 +2,7 @@
 //! `scripts/with-env cargo run --release --example profile_step -- configs/demo.toml [key=value ...]`
 use freet::config::RunConfig;
 use freet::eval::to_batch;
-use freet::model::{FreeTransformer, Latents};
+use freet::model::{FreeTransformer, Pass, ZSource};
 use freet::train::dataset;
 use freet::train::optim::AdamW;
 use std::time::Instant;
@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
         let rows = data.train_batch(step, 0, run.train.batch_size);
         let (x, y) = to_batch(&rows, tch::Device::Cpu);
         let t0 = Instant::now();
-        let fwd = model.forward(&x, Latents::Posterior { key: step }, true);
+        let fwd = model.forward(&x, ZSource::Posterior { key: step }, Pass::Train);
         let t1 = Instant::now();
         let loss = model.loss(&fwd, &y);
         let _ = loss.ce.double_value(&[]);

@@ -392,7 +392,7 @@ kind = "synthetic"
     fn parses_and_validates() {
         let c = RunConfig::from_toml_str(BASE, "test", &[]).unwrap();
         assert!(c.model.latent().is_some());
-        assert_eq!(c.model.inject_at(), 2);
+        assert_eq!(c.model.inject_after(), 2);
         assert_eq!(c.model.latent.kappa_bits.unwrap().0, 0.125);
     }
 

@@ -3,7 +3,7 @@
 //! a pinned Z tensor overrides both (the paper's Figure 4 green groups).
 
 use crate::data::{DataError, Tokenizer};
-use crate::model::{FreeTransformer, Latents};
+use crate::model::{FreeTransformer, Pass, ZSource};
 use crate::util::rng::{stream_seed, uniforms};
 use tch::{Kind, Tensor};
 
@@ -39,7 +39,7 @@ impl Default for SampleOptions {
 
 /// Where the latents of a batch of samples come from.
 #[derive(Debug, Clone, Copy)]
-pub enum LatentSource<'a> {
+pub enum GenerationZ<'a> {
     /// Prompt through the encoder, then an independent uniform code per sample and position.
     Fresh,
     /// One whole Z drawn from the prior (keyed by `z_seed`), shared by every sample, prompt included.
@@ -104,7 +104,7 @@ pub fn generate(
     prompt: &[i64],
     n: usize,
     opts: &SampleOptions,
-    source: LatentSource,
+    source: GenerationZ,
 ) -> Result<Generation, GenerateError> {
     generate_batch(model, &vec![prompt.to_vec(); n], opts, source)
 }
@@ -115,7 +115,7 @@ pub fn generate_batch(
     model: &FreeTransformer,
     prompts: &[Vec<i64>],
     opts: &SampleOptions,
-    source: LatentSource,
+    source: GenerationZ,
 ) -> Result<Generation, GenerateError> {
     let cfg = model.config();
     let n = prompts.len();
@@ -156,7 +156,7 @@ pub fn generate_batch(
     let total_inputs = p_len + opts.max_new_tokens as i64 - 1;
     let dev = model.device();
     let pinned = match source {
-        LatentSource::Pinned(z) => {
+        GenerationZ::Pinned(z) => {
             let z = z.to_device(dev).to_kind(Kind::Int64);
             let c = model.latent().map_or(0, |l| l.mapper.num_codes());
             let ok_rows = z.dim() == 2 && (z.size()[0] == 1 || z.size()[0] == b);
@@ -172,11 +172,11 @@ pub fn generate_batch(
             }
             Some(z.expand([b, z.size()[1]], false))
         }
-        LatentSource::Shared { z_seed } => model.latent().map(|l| {
+        GenerationZ::Shared { z_seed } => model.latent().map(|l| {
             let ids = vec![0u64; n];
             l.mapper.prior_codes(z_seed, &ids, 0, total_inputs.max(p_len), dev)
         }),
-        LatentSource::Fresh => None,
+        GenerationZ::Fresh => None,
     };
     let fresh_ids: Vec<u64> = (0..n as u64).collect();
     tch::no_grad(|| {
@@ -202,11 +202,11 @@ pub fn generate_batch(
             let t = input.size()[1];
             let z = pinned.as_ref().map(|z| z.narrow(1, pos, t));
             let latents = match (&z, step) {
-                (Some(z), _) => Latents::Pinned(z),
-                (None, 0) => Latents::Posterior { key: stream_seed(opts.seed, &[0x9e1f]) },
-                (None, _) => Latents::Prior { seed: opts.seed, seq_ids: &fresh_ids },
+                (Some(z), _) => ZSource::Pinned(z),
+                (None, 0) => ZSource::Posterior { key: stream_seed(opts.seed, &[0x9e1f]) },
+                (None, _) => ZSource::Prior { seed: opts.seed, seq_ids: &fresh_ids },
             };
-            let fwd = model.forward_with(&input, latents, false, Some(&mut cache));
+            let fwd = model.forward_with(&input, latents, Pass::Inference, Some(&mut cache));
             let last = fwd.logits.select(1, t - 1).to_kind(Kind::Float);
             let next = sample_token(&last, opts, stream_seed(opts.seed, &[0x70c5, step as u64]));
             step_logits.push(last.unsqueeze(1));

@@ -8,7 +8,7 @@ mod common;
 use common::{build, serial, set_param, tiny};
 use freet::eval::{EvalOptions, evaluate_with, iwae_nll, log_weights, to_batch};
 use freet::model::loss::token_nll;
-use freet::model::{FreeTransformer, Latents};
+use freet::model::{FreeTransformer, Pass, ZSource};
 use std::f64::consts::LN_2;
 use tch::{Device, Kind, Tensor};
 
@@ -60,7 +60,7 @@ fn exact_nll(m: &FreeTransformer, row: &[u32]) -> f64 {
     let codes = Tensor::from_slice(&codes).view([n, t]);
     let xs = x.expand([n, t], false);
     let ys = y.expand([n, t], false);
-    let f = tch::no_grad(|| m.forward(&xs, Latents::Pinned(&codes), false));
+    let f = tch::no_grad(|| m.forward(&xs, ZSource::Pinned(&codes), Pass::Inference));
     let log_p = -token_nll(&f.logits, &ys).to_kind(Kind::Double).sum_dim_intlist(-1, false, Kind::Double);
     -(log_p.logsumexp([0i64].as_slice(), false).double_value(&[]) - (2 * t) as f64 * LN_2)
 }

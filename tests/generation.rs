@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use freet::generate::{GenerateError, LatentSource, SampleOptions, generate};
+use freet::generate::{GenerateError, GenerationZ, SampleOptions, generate};
 use freet::model::layers::{AttnMask, KvInput};
-use freet::model::{FreeTransformer, Latents};
+use freet::model::{FreeTransformer, Pass, ZSource};
 use tch::{Device, Kind, Tensor};
 
 fn opts(max_new_tokens: usize, seed: u64) -> SampleOptions {
@@ -31,13 +31,13 @@ fn cached_generation_matches_one_full_pinned_forward() {
     let model = build(&tiny(4, "\"1/8\""), 201);
     let prompt = [1i64, 2, 3];
     let (p, n_new, b) = (3i64, 12i64, 3i64);
-    let out = generate(&model, &prompt, b as usize, &opts(n_new as usize, 7), LatentSource::Fresh).unwrap();
+    let out = generate(&model, &prompt, b as usize, &opts(n_new as usize, 7), GenerationZ::Fresh).unwrap();
     assert_eq!(out.tokens.size(), [b, p + n_new]);
     assert_eq!(out.logits.size(), [b, n_new, VOCAB]);
     let codes = out.codes.expect("a Free Transformer records its codes");
     assert_eq!(codes.size(), [b, p + n_new - 1], "one code per input position");
     let inputs = out.tokens.narrow(1, 0, p + n_new - 1);
-    let full = model.forward(&inputs, Latents::Pinned(&codes), false).logits;
+    let full = model.forward(&inputs, ZSource::Pinned(&codes), Pass::Inference).logits;
     let mut worst = 0f64;
     for s in 0..n_new {
         let d = max_abs_diff(&out.logits.select(1, s), &full.select(1, p - 1 + s));
@@ -49,7 +49,7 @@ fn cached_generation_matches_one_full_pinned_forward() {
     // Not vacuous: other codes at the generated positions give clearly different logits.
     let other = codes.copy();
     let _ = other.narrow(1, p, n_new - 1).g_add_scalar_(5).remainder_(16);
-    let moved = model.forward(&inputs, Latents::Pinned(&other), false).logits;
+    let moved = model.forward(&inputs, ZSource::Pinned(&other), Pass::Inference).logits;
     let d = max_abs_diff(&moved.narrow(1, p, n_new - 1), &full.narrow(1, p, n_new - 1));
     assert!(d > 1e3 * worst.max(1e-7), "the codes barely matter ({d:.3e}): the comparison would be vacuous");
 }
@@ -67,7 +67,8 @@ fn codes_never_change_once_drawn() {
     let mut cache = model.new_cache(b, 16);
     let start = prompt_tensor(&prompt).expand([b, p], false).contiguous();
     tch::manual_seed(3);
-    let _ = tch::no_grad(|| model.forward_with(&start, Latents::Posterior { key: 3 }, false, Some(&mut cache)));
+    let _ =
+        tch::no_grad(|| model.forward_with(&start, ZSource::Posterior { key: 3 }, Pass::Inference, Some(&mut cache)));
     let mut seen = cache.codes().unwrap();
     assert_eq!(seen.size(), [b, p]);
     let steps = tokens(4, b, 8);
@@ -75,7 +76,7 @@ fn codes_never_change_once_drawn() {
         let pos = cache.len();
         let step = steps.narrow(1, s, 1);
         let fwd = tch::no_grad(|| {
-            model.forward_with(&step, Latents::Prior { seed: 11, seq_ids: &ids }, false, Some(&mut cache))
+            model.forward_with(&step, ZSource::Prior { seed: 11, seq_ids: &ids }, Pass::Inference, Some(&mut cache))
         });
         let now = cache.codes().unwrap();
         assert_eq!(now.size(), [b, pos + 1]);
@@ -85,8 +86,8 @@ fn codes_never_change_once_drawn() {
         seen = now;
     }
     // A longer generation with the same seed extends a shorter one: same tokens, same codes.
-    let short = generate(&model, &prompt, 3, &opts(5, 9), LatentSource::Fresh).unwrap();
-    let long = generate(&model, &prompt, 3, &opts(12, 9), LatentSource::Fresh).unwrap();
+    let short = generate(&model, &prompt, 3, &opts(5, 9), GenerationZ::Fresh).unwrap();
+    let long = generate(&model, &prompt, 3, &opts(12, 9), GenerationZ::Fresh).unwrap();
     let sc = short.codes.unwrap();
     assert!(long.codes.unwrap().narrow(1, 0, sc.size()[1]).equal(&sc), "codes changed with the generation length");
     assert!(long.tokens.narrow(1, 0, short.tokens.size()[1]).equal(&short.tokens));
@@ -106,9 +107,9 @@ fn pinned_shared_and_fresh_latents() {
 
     // Pinned: the codes are exactly the caller's, for every sample and position.
     let z = tokens(5, 1, total).remainder(16);
-    let a = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Pinned(&z)).unwrap();
-    let a2 = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Pinned(&z)).unwrap();
-    let c = generate(&model, &prompt, n, &opts(n_new, 6), LatentSource::Pinned(&z)).unwrap();
+    let a = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Pinned(&z)).unwrap();
+    let a2 = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Pinned(&z)).unwrap();
+    let c = generate(&model, &prompt, n, &opts(n_new, 6), GenerationZ::Pinned(&z)).unwrap();
     let zz = z.expand([n as i64, total], false);
     for g in [&a, &a2, &c] {
         assert!(g.codes.as_ref().unwrap().equal(&zz), "pinned codes were not used as given");
@@ -116,18 +117,18 @@ fn pinned_shared_and_fresh_latents() {
     assert!(a.tokens.equal(&a2.tokens) && a.logits.equal(&a2.logits), "same seed and pinned Z do not reproduce");
     assert!(!a.tokens.equal(&c.tokens), "the token seed has no effect");
     let per_row = tokens(6, n as i64, total).remainder(16);
-    let r = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Pinned(&per_row)).unwrap();
+    let r = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Pinned(&per_row)).unwrap();
     assert!(r.codes.unwrap().equal(&per_row));
     let short = z.narrow(1, 0, total - 1);
-    let err = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Pinned(&short)).unwrap_err();
+    let err = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Pinned(&short)).unwrap_err();
     assert!(matches!(err, GenerateError::Pinned(_)), "{err}");
     let out_of_range = &z + 16;
-    let err = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Pinned(&out_of_range)).unwrap_err();
+    let err = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Pinned(&out_of_range)).unwrap_err();
     assert!(matches!(err, GenerateError::Pinned(_)), "{err}");
 
     // Shared: one prior Z, identical across samples at every position (prompt included).
-    let s5 = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Shared { z_seed: 42 }).unwrap();
-    let s6 = generate(&model, &prompt, n, &opts(n_new, 6), LatentSource::Shared { z_seed: 42 }).unwrap();
+    let s5 = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Shared { z_seed: 42 }).unwrap();
+    let s6 = generate(&model, &prompt, n, &opts(n_new, 6), GenerationZ::Shared { z_seed: 42 }).unwrap();
     let sc = s5.codes.unwrap();
     assert_eq!(sc.size(), [n as i64, total]);
     for row in 1..n as i64 {
@@ -136,12 +137,12 @@ fn pinned_shared_and_fresh_latents() {
     assert!(sc.equal(&mapper.prior_codes(42, &vec![0; n], 0, total, Device::Cpu)));
     assert!(s6.codes.unwrap().equal(&sc), "shared Z depends on the token seed");
     assert!(sc.get(0).unique_dim(0, false, false, false).0.size()[0] > 1, "shared Z is constant over positions");
-    let s43 = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Shared { z_seed: 43 }).unwrap();
+    let s43 = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Shared { z_seed: 43 }).unwrap();
     assert!(!s43.codes.unwrap().equal(&sc));
     assert!(s5.tokens.narrow(1, 0, p).equal(&prompt_tensor(&prompt).expand([n as i64, p], false)));
 
     // Fresh: every sample draws its own code at each generated position.
-    let f = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Fresh).unwrap();
+    let f = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Fresh).unwrap();
     let fc = f.codes.unwrap();
     let generated = fc.narrow(1, p, total - p);
     for i in 0..n as i64 {
@@ -149,7 +150,7 @@ fn pinned_shared_and_fresh_latents() {
             assert!(!generated.get(i).equal(&generated.get(j)), "fresh samples {i} and {j} share their codes");
         }
     }
-    let f2 = generate(&model, &prompt, n, &opts(n_new, 5), LatentSource::Fresh).unwrap();
+    let f2 = generate(&model, &prompt, n, &opts(n_new, 5), GenerationZ::Fresh).unwrap();
     assert!(f2.codes.unwrap().equal(&fc) && f2.tokens.equal(&f.tokens), "fresh generation is not reproducible by seed");
 }
 
@@ -191,7 +192,7 @@ fn prefill_codes_come_from_the_encoder_and_new_codes_from_the_prior() {
         assert!(ones > 0 && ones < bits.numel() as i64, "the forced pattern is constant");
         assert!(pattern.unique_dim(1, false, false, false).0.size()[1] > 1, "the same code at every prompt position");
 
-        let out = generate(&model, &prompt, n, &opts(n_new, 13), LatentSource::Fresh).unwrap();
+        let out = generate(&model, &prompt, n, &opts(n_new, 13), GenerationZ::Fresh).unwrap();
         let codes = out.codes.unwrap();
         assert!(
             codes.narrow(1, 0, p).equal(&pattern.expand([n as i64, p], false)),
@@ -220,7 +221,7 @@ fn prefill_bits_at_zero_logits_are_fair_coin_flips() {
     let prompt: Vec<i64> = (0..16).map(|i| (i * 7) % VOCAB).collect();
     assert_eq!(max_abs(&prompt_bit_logits(&model, &prompt)), 0.0);
     let n = 2000usize;
-    let out = generate(&model, &prompt, n, &opts(1, 17), LatentSource::Fresh).unwrap();
+    let out = generate(&model, &prompt, n, &opts(1, 17), GenerationZ::Fresh).unwrap();
     let codes = out.codes.unwrap();
     assert_eq!(codes.size(), [n as i64, 16]);
     let bits = lat.mapper.unpack(&codes).to_kind(Kind::Double);

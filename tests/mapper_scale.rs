@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use freet::model::Latents;
+use freet::model::{Pass, ZSource};
 use std::time::Instant;
 use tch::Kind;
 
@@ -35,7 +35,7 @@ fn fused_h16_forward_backward_stays_within_chunk_scratch() {
     let step = |b: i64, t: i64, seed: i64| {
         let seq = tokens(seed, b, t + 1);
         let (inp, tgt) = (seq.narrow(1, 0, t).contiguous(), seq.narrow(1, 1, t).contiguous());
-        let fwd = model.forward(&inp, Latents::Posterior { key: 0 }, true);
+        let fwd = model.forward(&inp, ZSource::Posterior { key: 0 }, Pass::Train);
         let loss = model.loss(&fwd, &tgt);
         model.backward(&fwd, &loss, 1.0);
         loss.total().double_value(&[])

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use freet::model::config::{MapperGrad, ModelConfig};
 use freet::model::layers::{AttnMask, KvInput};
-use freet::model::{FreeTransformer, Latents};
+use freet::model::{FreeTransformer, Pass, ZSource};
 use std::collections::HashMap;
 use std::f64::consts::LN_2;
 use tch::{Device, Kind, Tensor};
@@ -42,7 +42,7 @@ enum Inject {
 /// explicit causal softmax, SwiGLU.
 fn reference_block_m(model: &FreeTransformer, x: &Tensor, r: &Tensor, how: Inject) -> Tensor {
     let cfg = model.config();
-    let m = cfg.inject_at();
+    let m = cfg.inject_after();
     let (nh, nkv, dh) = (cfg.n_heads as i64, cfg.n_kv_heads as i64, cfg.head_dim() as i64);
     let (b, t, d) = x.size3().unwrap();
     let pre = format!("model.layers.{m}");
@@ -80,7 +80,7 @@ fn reference_block_m(model: &FreeTransformer, x: &Tensor, r: &Tensor, how: Injec
 /// Logits from `X_m` and `R`: the reference `block[m]`, then the library's (baseline) blocks
 /// `m+1..L`, then the final RMSNorm and untied output projection.
 fn reference_logits(model: &FreeTransformer, x_m: &Tensor, r: &Tensor, how: Inject) -> Tensor {
-    let m = model.config().inject_at();
+    let m = model.config().inject_after();
     let mut x = reference_block_m(model, x_m, r, how);
     for blk in &model.blocks()[m + 1..] {
         x = blk.forward(&x, KvInput::Same, AttnMask::Causal, model.rope(), 0, None);
@@ -116,7 +116,7 @@ fn encoder_bit_logits_depend_on_position_and_on_future_tokens() {
     let (b, t) = (2, 16);
     let toks = tokens(1, b, t);
     tch::manual_seed(0);
-    let o = model.forward(&toks, Latents::Posterior { key: 0 }, false).bit_logits.expect("the encoder ran");
+    let o = model.forward(&toks, ZSource::Posterior { key: 0 }, Pass::Inference).bit_logits.expect("the encoder ran");
     assert_eq!(o.size(), [b, t, 4]);
     assert_eq!(o.kind(), Kind::Float, "bit logits are fp32 (spec §2.6)");
     // Pairwise max_h |o_t − o_t'| for every t ≠ t'.
@@ -131,7 +131,7 @@ fn encoder_bit_logits_depend_on_position_and_on_future_tokens() {
     // Non-causal: changing only the last token moves the logits at position 0 (and everywhere).
     let toks2 = toks.copy();
     let _ = toks2.get(0).get(t - 1).fill_((toks.int64_value(&[0, t - 1]) + 1) % VOCAB);
-    let o2 = model.forward(&toks2, Latents::Posterior { key: 0 }, false).bit_logits.unwrap();
+    let o2 = model.forward(&toks2, ZSource::Posterior { key: 0 }, Pass::Inference).bit_logits.unwrap();
     let d0 = max_abs_diff(&o.get(0).get(0), &o2.get(0).get(0));
     eprintln!("encoder: change of o_0 after editing the last token = {d0:.3e}");
     assert!(d0 > 1e-6, "o at position 0 ignores the last token (causal encoder?): {d0:.3e}");
@@ -152,11 +152,11 @@ fn baseline_and_pinned_free_transformer_are_causal() {
         let _ = toks2.get(row).get(t - 1).fill_((toks.int64_value(&[row, t - 1]) + 5) % VOCAB);
     }
     let z = random_codes(&ft, 3, b, t);
-    let cases: [(&str, &FreeTransformer, Latents); 2] =
-        [("baseline", &base, Latents::Pinned(&z)), ("pinned Free Transformer", &ft, Latents::Pinned(&z))];
+    let cases: [(&str, &FreeTransformer, ZSource); 2] =
+        [("baseline", &base, ZSource::Pinned(&z)), ("pinned Free Transformer", &ft, ZSource::Pinned(&z))];
     for (name, model, latents) in cases {
-        let a = model.forward(&toks, latents, false).logits;
-        let c = model.forward(&toks2, latents, false).logits;
+        let a = model.forward(&toks, latents, Pass::Inference).logits;
+        let c = model.forward(&toks2, latents, Pass::Inference).logits;
         assert!(
             a.narrow(1, 0, t - 1).equal(&c.narrow(1, 0, t - 1)),
             "{name}: editing the last token changed earlier logits (max {:.3e})",
@@ -174,16 +174,16 @@ fn baseline_and_pinned_free_transformer_are_causal() {
 fn zeroing_block_m_attention_output_makes_logits_independent_of_z() {
     let _g = serial();
     let model = build(&tiny(4, "\"1/8\""), 21);
-    let m = model.config().inject_at();
+    let m = model.config().inject_after();
     let toks = tokens(4, 2, 10);
     let z1 = random_codes(&model, 5, 2, 10);
     let z2 = (&z1 + 1).remainder(16);
-    let before1 = model.forward(&toks, Latents::Pinned(&z1), false).logits;
-    let before2 = model.forward(&toks, Latents::Pinned(&z2), false).logits;
+    let before1 = model.forward(&toks, ZSource::Pinned(&z1), Pass::Inference).logits;
+    let before2 = model.forward(&toks, ZSource::Pinned(&z2), Pass::Inference).logits;
     assert!(max_abs_diff(&before1, &before2) > 1e-5, "Z has no effect to begin with");
     zero_param(model.blocks()[m].attn.o_proj());
-    let after1 = model.forward(&toks, Latents::Pinned(&z1), false).logits;
-    let after2 = model.forward(&toks, Latents::Pinned(&z2), false).logits;
+    let after1 = model.forward(&toks, ZSource::Pinned(&z1), Pass::Inference).logits;
+    let after2 = model.forward(&toks, ZSource::Pinned(&z2), Pass::Inference).logits;
     assert!(
         after1.equal(&after2),
         "with W_o of block[m] zeroed, Z still reaches the logits (max {:.3e}): R leaks outside block[m]'s attention",
@@ -191,7 +191,7 @@ fn zeroing_block_m_attention_output_makes_logits_independent_of_z() {
     );
     // Posterior Z too.
     tch::manual_seed(1);
-    let post = model.forward(&toks, Latents::Posterior { key: 1 }, false).logits;
+    let post = model.forward(&toks, ZSource::Posterior { key: 1 }, Pass::Inference).logits;
     assert!(post.equal(&after1));
 }
 
@@ -215,22 +215,22 @@ fn zero_post_sampler_equals_the_baseline_with_the_same_seed() {
 
     zero_param(&ft.latent().unwrap().post_sampler);
     let toks = tokens(6, 3, 14);
-    let want = base.forward(&toks, Latents::Posterior { key: 0 }, false).logits;
+    let want = base.forward(&toks, ZSource::Posterior { key: 0 }, Pass::Inference).logits;
     let z = random_codes(&ft, 7, 3, 14);
     let z_other = (&z * 3 + 7).remainder(16);
     tch::manual_seed(8);
     let cases = [
-        Latents::Pinned(&z),
-        Latents::Pinned(&z_other),
-        Latents::Posterior { key: 0 },
-        Latents::Prior { seed: 9, seq_ids: &[0, 1, 2] },
+        ZSource::Pinned(&z),
+        ZSource::Pinned(&z_other),
+        ZSource::Posterior { key: 0 },
+        ZSource::Prior { seed: 9, seq_ids: &[0, 1, 2] },
     ];
     for latents in cases {
-        for grad in [false, true] {
-            let got = ft.forward(&toks, latents, grad).logits;
+        for pass in [Pass::Inference, Pass::Train] {
+            let got = ft.forward(&toks, latents, pass).logits;
             assert!(
                 got.equal(&want),
-                "{latents:?} grad={grad}: E = 0 but logits differ from the baseline (max {:.3e})",
+                "{latents:?} {pass:?}: E = 0 but logits differ from the baseline (max {:.3e})",
                 max_abs_diff(&got, &want)
             );
         }
@@ -242,7 +242,7 @@ fn z_enters_only_the_keys_and_values_of_block_m() {
     let _g = serial();
     let mut model = build(&tiny(4, "\"1/8\""), 41);
     model.var_store_mut().double();
-    let m = model.config().inject_at();
+    let m = model.config().inject_after();
     let (b, t) = (2, 12);
     let toks = tokens(10, b, t);
     let z1 = random_codes(&model, 11, b, t);
@@ -253,8 +253,8 @@ fn z_enters_only_the_keys_and_values_of_block_m() {
     let q = |_: &Tensor| blk.attn.queries(&blk.attn_norm.forward(&x_m), model.rope(), 0);
     assert!(q(&z1).equal(&q(&z2)));
 
-    let l1 = model.forward(&toks, Latents::Pinned(&z1), false).logits;
-    let l2 = model.forward(&toks, Latents::Pinned(&z2), false).logits;
+    let l1 = model.forward(&toks, ZSource::Pinned(&z1), Pass::Inference).logits;
+    let l2 = model.forward(&toks, ZSource::Pinned(&z2), Pass::Inference).logits;
     let z_effect = max_abs_diff(&l1, &l2);
     eprintln!("injection: logit change between two Z = {z_effect:.3e}");
     assert!(z_effect > 1e-4, "Z barely moves the logits ({z_effect:.3e}): the test below would be vacuous");
@@ -282,11 +282,11 @@ fn z_at_position_t_changes_only_positions_from_t_on() {
     let (b, t) = (2, 12);
     let toks = tokens(13, b, t);
     let z = random_codes(&model, 14, b, t);
-    let base = model.forward(&toks, Latents::Pinned(&z), false).logits;
+    let base = model.forward(&toks, ZSource::Pinned(&z), Pass::Inference).logits;
     for p in [0, 5, t - 1] {
         let z2 = z.copy();
         let _ = z2.narrow(1, p, 1).g_add_scalar_(3).remainder_(16);
-        let l = model.forward(&toks, Latents::Pinned(&z2), false).logits;
+        let l = model.forward(&toks, ZSource::Pinned(&z2), Pass::Inference).logits;
         if p > 0 {
             assert!(base.narrow(1, 0, p).equal(&l.narrow(1, 0, p)), "changing Z_{p} moved logits before position {p}");
         }
@@ -302,7 +302,7 @@ fn z_at_position_t_changes_only_positions_from_t_on() {
 fn injection_block_with_zero_r_is_bitwise_the_baseline_block() {
     let _g = serial();
     let model = build(&tiny(4, "\"1/8\""), 61);
-    let m = model.config().inject_at();
+    let m = model.config().inject_after();
     let blk = &model.blocks()[m];
     tch::manual_seed(15);
     let x = Tensor::randn([2, 9, 32], (Kind::Float, Device::Cpu));
@@ -334,7 +334,7 @@ fn prior_codes_are_uniform_per_position_and_independent_across_positions() {
     let (b, t, c) = (1000i64, 20i64, 16i64);
     let ids: Vec<u64> = (0..b as u64).map(|i| 1000 + 7 * i).collect();
     let toks = tokens(16, b, t);
-    let codes = model.forward(&toks, Latents::Prior { seed: 2024, seq_ids: &ids }, false).codes.unwrap();
+    let codes = model.forward(&toks, ZSource::Prior { seed: 2024, seq_ids: &ids }, Pass::Inference).codes.unwrap();
     assert_eq!(codes.size(), [b, t], "codes are one per position: [B, T]");
     let mapper = &model.latent().unwrap().mapper;
     assert!(codes.equal(&mapper.prior_codes(2024, &ids, 0, t, Device::Cpu)));
@@ -371,10 +371,14 @@ fn prior_codes_are_uniform_per_position_and_independent_across_positions() {
     assert!(rho_pos.abs() < 0.05 && rho_seq.abs() < 0.05, "correlated codes: {rho_pos}, {rho_seq}");
     // Different sequence ids get different codes; equal ids equal codes; other seeds other codes.
     assert!(!codes.get(0).equal(&codes.get(1)));
-    let twins = model.forward(&toks.narrow(0, 0, 2), Latents::Prior { seed: 2024, seq_ids: &[ids[3], ids[3]] }, false);
+    let twins = model.forward(
+        &toks.narrow(0, 0, 2),
+        ZSource::Prior { seed: 2024, seq_ids: &[ids[3], ids[3]] },
+        Pass::Inference,
+    );
     let twins = twins.codes.unwrap();
     assert!(twins.get(0).equal(&twins.get(1)) && twins.get(0).equal(&codes.get(3)));
-    let other = model.forward(&toks, Latents::Prior { seed: 2025, seq_ids: &ids }, false).codes.unwrap();
+    let other = model.forward(&toks, ZSource::Prior { seed: 2025, seq_ids: &ids }, Pass::Inference).codes.unwrap();
     assert!(other.ne_tensor(&codes).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]) > 0.8);
 }
 
@@ -391,23 +395,23 @@ fn posterior_bits_are_sampled_not_thresholded() {
     let toks = tokens(17, b, t);
     let readout = lat.encoder.readout.copy();
     zero_param(&lat.encoder.readout);
-    for grad in [false, true] {
-        tch::manual_seed(100 + grad as i64);
-        let fwd = model.forward(&toks, Latents::Posterior { key: (100 + grad as i64) as u64 }, grad);
+    for (i, pass) in [Pass::Inference, Pass::Train].into_iter().enumerate() {
+        tch::manual_seed(100 + i as i64);
+        let fwd = model.forward(&toks, ZSource::Posterior { key: 100 + i as u64 }, pass);
         let o = fwd.bit_logits.as_ref().unwrap();
         assert_eq!(max_abs(o), 0.0, "a zero readout gives zero bit logits");
         let bits = lat.mapper.unpack(fwd.codes.as_ref().unwrap()).to_kind(Kind::Double);
         assert!(bits.numel() >= 100_000);
         let mean = bits.mean(Kind::Double).double_value(&[]);
         let per_bit = Vec::<f64>::try_from(bits.reshape([-1, 4]).mean_dim(0, false, Kind::Double)).unwrap();
-        eprintln!("grad={grad}: mean of {} bits at o = 0: {mean:.4}; per bit {per_bit:?}", bits.numel());
-        assert!((mean - 0.5).abs() < 0.01, "grad={grad}: bits at o = 0 average {mean}, not 0.5 ± 0.01");
-        assert!(per_bit.iter().all(|m| (m - 0.5).abs() < 0.02), "grad={grad}: per-bit means {per_bit:?}");
+        eprintln!("{pass:?}: mean of {} bits at o = 0: {mean:.4}; per bit {per_bit:?}", bits.numel());
+        assert!((mean - 0.5).abs() < 0.01, "{pass:?}: bits at o = 0 average {mean}, not 0.5 ± 0.01");
+        assert!(per_bit.iter().all(|m| (m - 0.5).abs() < 0.02), "{pass:?}: per-bit means {per_bit:?}");
     }
     // With moderate logits the bit frequencies follow σ(o), not 1[o > 0].
     set_param(&lat.encoder.readout, &(&readout * 40.0));
     tch::manual_seed(102);
-    let fwd = model.forward(&toks, Latents::Posterior { key: 102 }, false);
+    let fwd = model.forward(&toks, ZSource::Posterior { key: 102 }, Pass::Inference);
     let o = fwd.bit_logits.unwrap().reshape([-1, 4]).to_kind(Kind::Double);
     let bits = lat.mapper.unpack(&fwd.codes.unwrap()).reshape([-1, 4]).to_kind(Kind::Double);
     let freq = bits.mean_dim(0, false, Kind::Double);
@@ -434,7 +438,7 @@ fn ce_backward_reaches_the_encoder_and_the_trunk_through_it() {
 
     let post = build(&cfg, 91);
     tch::manual_seed(19);
-    let fwd = post.forward(&inp, Latents::Posterior { key: 19 }, true);
+    let fwd = post.forward(&inp, ZSource::Posterior { key: 19 }, Pass::Train);
     let loss = post.loss(&fwd, &tgt);
     assert_eq!(loss.fb.as_ref().unwrap().double_value(&[]), 0.0, "the free-bits term is not switched off");
     post.backward(&fwd, &loss, 1.0);
@@ -443,7 +447,7 @@ fn ce_backward_reaches_the_encoder_and_the_trunk_through_it() {
     // The same codes pinned: the decoder path alone (no encoder in the graph).
     let pinned = build(&cfg, 91);
     let codes = fwd.codes.as_ref().unwrap();
-    let fwd2 = pinned.forward(&inp, Latents::Pinned(codes), true);
+    let fwd2 = pinned.forward(&inp, ZSource::Pinned(codes), Pass::Train);
     assert!(fwd2.logits.equal(&fwd.logits), "pinning the sampled codes changed the forward value");
     let loss2 = pinned.loss(&fwd2, &tgt);
     pinned.backward(&fwd2, &loss2, 1.0);
@@ -519,7 +523,7 @@ fn run_backward(cfg: &ModelConfig, grad: MapperGrad, double: bool, inp: &Tensor,
     let readout = &model.latent().unwrap().encoder.readout;
     set_param(readout, &(readout * 30.0));
     tch::manual_seed(20);
-    let fwd = model.forward(inp, Latents::Posterior { key: 20 }, true);
+    let fwd = model.forward(inp, ZSource::Posterior { key: 20 }, Pass::Train);
     let loss = model.loss(&fwd, tgt);
     model.backward(&fwd, &loss, 1.0);
     Run { grads: grads(&model), codes: fwd.codes.unwrap(), ce: loss.ce.detach(), fb: loss.fb.unwrap().detach() }
@@ -647,7 +651,7 @@ fn model_gradient_matches_finite_differences_of_the_surrogate() {
         let readout = &model.latent().unwrap().encoder.readout;
         set_param(readout, &(readout * 30.0));
         tch::manual_seed(23);
-        let fwd = model.forward(&inp, Latents::Posterior { key: 23 }, true);
+        let fwd = model.forward(&inp, ZSource::Posterior { key: 23 }, Pass::Train);
         let loss = model.loss(&fwd, &tgt);
         let codes = fwd.codes.as_ref().unwrap().shallow_clone();
         let model_loss = loss.total().double_value(&[]);

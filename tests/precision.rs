@@ -7,7 +7,7 @@ mod common;
 use common::{build, max_abs, max_abs_diff, serial, tiny, tokens};
 use freet::eval::to_batch;
 use freet::model::config::Precision;
-use freet::model::{FreeTransformer, Latents};
+use freet::model::{FreeTransformer, Pass, ZSource};
 use freet::train::dataset;
 use freet::train::optim::AdamW;
 use tch::Kind;
@@ -26,8 +26,8 @@ fn bf16_forward_matches_fp32_with_the_same_weights_and_pinned_codes() {
     let m16 = build(&with_precision(&cfg, Precision::Bf16), 3);
     let x = tokens(5, 3, 24);
     let codes = tch::Tensor::randint(256, [3, 24], (Kind::Int64, tch::Device::Cpu));
-    let a = m32.forward(&x, Latents::Pinned(&codes), false);
-    let b = m16.forward(&x, Latents::Pinned(&codes), false);
+    let a = m32.forward(&x, ZSource::Pinned(&codes), Pass::Inference);
+    let b = m16.forward(&x, ZSource::Pinned(&codes), Pass::Inference);
     assert_eq!(b.logits.kind(), Kind::Float, "logits leave the head in fp32");
     let err = max_abs_diff(&a.logits, &b.logits);
     let scale = max_abs(&a.logits);
@@ -36,7 +36,7 @@ fn bf16_forward_matches_fp32_with_the_same_weights_and_pinned_codes() {
     assert!(err < 0.02 * scale, "bf16 logits differ by {err:.3e} (scale {scale:.3e})");
     assert!(err > 0.0, "the bf16 model must actually compute in bf16");
     // The encoder's bit logits are fp32, as the Binary Mapper requires.
-    let post = m16.forward(&x, Latents::Posterior { key: 1 }, false);
+    let post = m16.forward(&x, ZSource::Posterior { key: 1 }, Pass::Inference);
     assert_eq!(post.bit_logits.unwrap().kind(), Kind::Float);
 }
 
@@ -49,7 +49,7 @@ fn bf16_training_keeps_fp32_weights_and_gradients_and_matches_the_fp32_gradient(
     let x = tokens(6, 4, 20);
     let (inp, tgt) = (x.narrow(1, 0, 19), x.narrow(1, 1, 19));
     for m in [&m32, &m16] {
-        let fwd = m.forward(&inp, Latents::Posterior { key: 9 }, true);
+        let fwd = m.forward(&inp, ZSource::Posterior { key: 9 }, Pass::Train);
         let loss = m.loss(&fwd, &tgt);
         m.backward(&fwd, &loss, 1.0);
     }
@@ -83,7 +83,7 @@ fn train_tail_loss(p: Precision, seed: u64, steps: u64) -> f64 {
     let mut tail = vec![];
     for step in 0..steps {
         let (x, y) = to_batch(&data.train_batch(step, 0, run.train.batch_size), tch::Device::Cpu);
-        let fwd = model.forward(&x, Latents::Posterior { key: step }, true);
+        let fwd = model.forward(&x, ZSource::Posterior { key: step }, Pass::Train);
         let loss = model.loss(&fwd, &y);
         model.backward(&fwd, &loss, 1.0);
         let n = opt.grad_norm();

@@ -5,7 +5,7 @@ mod common;
 
 use freet::config::RunConfig;
 use freet::eval::to_batch;
-use freet::model::Latents;
+use freet::model::{Pass, ZSource};
 use freet::train::checkpoint;
 use freet::train::{TrainOptions, train};
 use std::sync::atomic::Ordering;
@@ -68,12 +68,12 @@ fn checkpoint_reload_gives_identical_logits() {
     let rows = freet::train::dataset(&run).unwrap().val_batches(1, 4).remove(0);
     let (x, _) = to_batch(&rows, Device::Cpu);
     let codes = tch::Tensor::randint(256, [4, x.size()[1]], (Kind::Int64, Device::Cpu));
-    let la = a.model.forward(&x, Latents::Pinned(&codes), false).logits;
-    let lb = b.model.forward(&x, Latents::Pinned(&codes), false).logits;
+    let la = a.model.forward(&x, ZSource::Pinned(&codes), Pass::Inference).logits;
+    let lb = b.model.forward(&x, ZSource::Pinned(&codes), Pass::Inference).logits;
     assert!(la.equal(&lb));
     // And the trained weights differ from a fresh init (the load really copied tensors).
     let fresh = freet::model::FreeTransformer::new(&run.model, Device::Cpu, 3).unwrap();
-    let lf = fresh.forward(&x, Latents::Pinned(&codes), false).logits;
+    let lf = fresh.forward(&x, ZSource::Pinned(&codes), Pass::Inference).logits;
     assert!(!la.equal(&lf));
 }
 

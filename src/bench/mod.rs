@@ -3,9 +3,9 @@
 //! that predicts the Free Transformer's overhead; and the `BENCHMARKS.md` report.
 
 use crate::config::TrainConfig;
-use crate::generate::{LatentSource, SampleOptions, generate_batch};
+use crate::generate::{GenerationZ, SampleOptions, generate_batch};
 use crate::model::config::{ModelConfig, Precision};
-use crate::model::{FreeTransformer, Latents};
+use crate::model::{FreeTransformer, Pass, ZSource};
 use crate::train::optim::AdamW;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -362,7 +362,7 @@ fn bench_train(
     for step in 0..warmup + steps {
         sync(o.device);
         let t0 = Instant::now();
-        let fwd = model.forward(&x, Latents::Posterior { key: step as u64 }, true);
+        let fwd = model.forward(&x, ZSource::Posterior { key: step as u64 }, Pass::Train);
         let loss = model.loss(&fwd, &y);
         sync(o.device);
         let t1 = Instant::now();
@@ -399,7 +399,7 @@ fn bench_train(
 }
 
 /// The fused Eq. 8 backward alone on `n` tokens of width `d` (median of 3 after one warm-up).
-fn time_mapper(lat: &crate::model::Latent, n: i64, d: i64, device: Device) -> f64 {
+fn time_mapper(lat: &crate::model::LatentModule, n: i64, d: i64, device: Device) -> f64 {
     let h = lat.mapper.bits();
     let o = Tensor::randn([n, h], (Kind::Float, device));
     let dr = Tensor::randn([n, d], (Kind::Float, device)) * 1e-3;
@@ -432,9 +432,9 @@ fn bench_generate(model: &FreeTransformer, sizes: &SizesFile, o: &BenchOptions, 
         SampleOptions { max_new_tokens: new_tokens + 1, temperature: 1.0, top_k: None, top_p: None, seed: 7 };
     // Warm-up, then the measured run.
     let warm = SampleOptions { max_new_tokens: 4.min(new_tokens), ..opts.clone() };
-    generate_batch(model, &prompts, &warm, LatentSource::Fresh)?;
+    generate_batch(model, &prompts, &warm, GenerationZ::Fresh)?;
     opts.seed = 8;
-    let g = generate_batch(model, &prompts, &opts, LatentSource::Fresh)?;
+    let g = generate_batch(model, &prompts, &opts, GenerationZ::Fresh)?;
     sync(o.device);
     rec.batch = batch;
     rec.new_tokens = Some(new_tokens);

@@ -234,8 +234,8 @@ impl ModelConfig {
         self.latent.enabled.then_some(&self.latent)
     }
 
-    /// Index of the injection block (`block[m]`).
-    pub fn inject_at(&self) -> usize {
+    /// `latent.inject_after` resolved (default L/2): the number of blocks before the injection block, which is `block[m]` for this `m`.
+    pub fn inject_after(&self) -> usize {
         self.latent.inject_after.unwrap_or(self.n_layers / 2)
     }
 
@@ -287,7 +287,7 @@ impl ModelConfig {
             if !(1..=16).contains(&lat.bits) {
                 return Err(value_err("model.latent.bits", format!("{} is outside 1..=16", lat.bits)));
             }
-            let m = self.inject_at();
+            let m = self.inject_after();
             if self.n_layers < 2 || m == 0 || m >= self.n_layers {
                 return Err(value_err(
                     "model.latent.inject_after",

@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 /// Where the latents Z come from in a forward pass (spec §2.2).
 #[derive(Debug, Clone, Copy)]
-pub enum Latents<'a> {
+pub enum ZSource<'a> {
     /// The encoder reads the tokens non-causally and its bits are sampled with uniforms from the
     /// stream `key` (training, prefill, eval).
     Posterior {
@@ -30,9 +30,18 @@ pub enum Latents<'a> {
     Pinned(&'a Tensor),
 }
 
+/// What a forward pass is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Training: record the graph, with the cut that lets the fused Eq. 8 gradient through.
+    Train,
+    /// Evaluation or generation: no training graph, no mapper cut.
+    Inference,
+}
+
 /// The latent half of a Free Transformer: encoder, Binary Mapper and post-sampler table `E`.
 #[derive(Debug)]
-pub struct Latent {
+pub struct LatentModule {
     /// The one-block non-causal encoder.
     pub encoder: Encoder,
     /// The post-sampler table `E: [C, D]`; `R = E[c]`.
@@ -45,7 +54,7 @@ pub struct Latent {
     grad: MapperGrad,
 }
 
-impl Latent {
+impl LatentModule {
     /// `R = E[c]`, and, when training with posterior Z, the cut that lets the fused Eq. 8 gradient
     /// through: returns (decoder input, R as the decoder sees it, tape).
     fn post_sample(
@@ -53,12 +62,12 @@ impl Latent {
         x_m: Tensor,
         codes: &Tensor,
         o: Option<&Tensor>,
-        grad: bool,
+        pass: Pass,
     ) -> (Tensor, Tensor, Option<MapperTape>) {
         let (b, t) = codes.size2().expect("codes are [B, T]");
         let r = self.post_sampler.index_select(0, &codes.reshape([-1])).view([b, t, -1]);
-        match (o, grad, self.grad) {
-            (Some(o), true, MapperGrad::Fused) => {
+        match (o, pass, self.grad) {
+            (Some(o), Pass::Train, MapperGrad::Fused) => {
                 let x_leaf = x_m.detach().set_requires_grad(true);
                 let r_leaf = r.detach().set_requires_grad(true);
                 let tape = MapperTape {
@@ -70,7 +79,7 @@ impl Latent {
                 };
                 (x_leaf, r_leaf, Some(tape))
             }
-            (Some(o), true, MapperGrad::Dense) => {
+            (Some(o), Pass::Train, MapperGrad::Dense) => {
                 (x_m, self.mapper.dense_post_sampler(o, codes, &self.post_sampler), None)
             }
             _ => (x_m, r, None),
@@ -143,7 +152,7 @@ pub struct FreeTransformer {
     norm: RmsNorm,
     lm_head: Option<Tensor>,
     rope: Rope,
-    latent: Option<Latent>,
+    latent: Option<LatentModule>,
 }
 
 /// The post-sampler table `E: [C, D]` under `p`, initialised as `lat.post_sampler_init` says (draws
@@ -190,7 +199,7 @@ impl FreeTransformer {
         let latent = cfg.latent().map(|lat| {
             let lp = &p / "latent";
             let mapper = BinaryMapper::new(lat.bits, lat.mapper_chunk, device);
-            Latent {
+            LatentModule {
                 encoder: Encoder::new(&lp, cfg, lat.bits),
                 post_sampler: post_sampler_table(&(&lp / "post_sampler"), lat, &mapper, d),
                 mapper,
@@ -229,7 +238,7 @@ impl FreeTransformer {
     }
 
     /// The latent half, `None` for a baseline.
-    pub fn latent(&self) -> Option<&Latent> {
+    pub fn latent(&self) -> Option<&LatentModule> {
         self.latent.as_ref()
     }
 
@@ -256,32 +265,32 @@ impl FreeTransformer {
     }
 
     /// Full forward pass without cache.
-    pub fn forward(&self, tokens: &Tensor, latents: Latents, grad: bool) -> Forward {
-        self.forward_with(tokens, latents, grad, None)
+    pub fn forward(&self, tokens: &Tensor, latents: ZSource, pass: Pass) -> Forward {
+        self.forward_with(tokens, latents, pass, None)
     }
 
     /// The trunk output `X_m` (the first `m` blocks), for tests and analysis.
     pub fn trunk(&self, tokens: &Tensor) -> Tensor {
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
-        for block in &self.blocks[..self.cfg.inject_at()] {
+        for block in &self.blocks[..self.cfg.inject_after()] {
             x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, 0, None);
         }
         x
     }
 
-    /// Algorithm 2. `grad`: build the graph for training (inserts the fused-mapper cut). With a
+    /// Algorithm 2. `Pass::Train` builds the graph for training (inserts the fused-mapper cut). With a
     /// cache, `tokens` are the next positions after the cached ones and K/V are appended; the
     /// encoder (`Posterior`) may run only on an empty cache, over the whole prompt.
     pub fn forward_with(
         &self,
         tokens: &Tensor,
-        latents: Latents,
-        grad: bool,
+        latents: ZSource,
+        pass: Pass,
         mut cache: Option<&mut KvCache>,
     ) -> Forward {
         let (_, t) = tokens.size2().expect("tokens are [B, T]");
         let pos = cache.as_ref().map_or(0, |c| c.len());
-        let m = self.cfg.inject_at();
+        let m = self.cfg.inject_after();
         let mut x = Tensor::embedding(&self.embed, tokens, -1, false, false);
         for (i, block) in self.blocks[..m].iter().enumerate() {
             x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, pos, layer(&mut cache, i));
@@ -294,18 +303,18 @@ impl FreeTransformer {
         };
         // x is X_m: both the encoder (keys/values) and block[m] read it. It is not detached.
         let (codes, o) = match latents {
-            Latents::Posterior { key } => {
+            ZSource::Posterior { key } => {
                 assert_eq!(pos, 0, "the encoder runs only over a whole prompt, on an empty cache");
                 let o = lat.encoder.forward(&x, &self.rope);
                 (lat.mapper.sample(&o, key), Some(o))
             }
-            Latents::Prior { seed, seq_ids } => (lat.mapper.prior_codes(seed, seq_ids, pos, t, self.device()), None),
-            Latents::Pinned(z) => (z.to_device(self.device()).to_kind(Kind::Int64), None),
+            ZSource::Prior { seed, seq_ids } => (lat.mapper.prior_codes(seed, seq_ids, pos, t, self.device()), None),
+            ZSource::Pinned(z) => (z.to_device(self.device()).to_kind(Kind::Int64), None),
         };
         if let Some(c) = cache.as_deref_mut() {
             c.codes.push(codes.shallow_clone());
         }
-        let (x_m, r, tape) = lat.post_sample(x, &codes, o.as_ref(), grad);
+        let (x_m, r, tape) = lat.post_sample(x, &codes, o.as_ref(), pass);
         x = self.blocks[m].forward(&x_m, lat.kv_input(&r), AttnMask::Causal, &self.rope, pos, layer(&mut cache, m));
         for (i, block) in self.blocks.iter().enumerate().skip(m + 1) {
             x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, pos, layer(&mut cache, i));

@@ -7,7 +7,7 @@ use crate::config::{DataConfig, NonFinite, RunConfig};
 use crate::data::{BpeTokenizer, Dataset, SyntheticTask, TextDataset, Tokenizer};
 use crate::eval::{EvalReport, evaluate, to_batch};
 use crate::model::loss::LossStats;
-use crate::model::{FreeTransformer, Latents};
+use crate::model::{FreeTransformer, Pass, ZSource};
 use crate::train::checkpoint::{self, FORMAT_VERSION, TrainState};
 use crate::train::optim::{AdamW, learning_rate};
 use anyhow::{Context, Result, anyhow, bail};
@@ -277,7 +277,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             let rows = data.train_batch(step, micro, tc.batch_size);
             let (x, y) = to_batch(&rows, opts.device);
             let key = crate::util::rng::step_key(tc.seed, step, micro);
-            let fwd = model.forward(&x, Latents::Posterior { key }, true);
+            let fwd = model.forward(&x, ZSource::Posterior { key }, Pass::Train);
             let loss = model.loss(&fwd, &y);
             model.backward(&fwd, &loss, 1.0 / tc.grad_accum as f64);
             acc.add(loss.stats());

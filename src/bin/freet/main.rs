@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use freet::config::RunConfig;
 use freet::data::Tokenizer;
 use freet::experiments::figure4::{Group, Panel, render_text};
-use freet::generate::{LatentSource, SampleOptions, decode_rows, generate};
+use freet::generate::{GenerationZ, SampleOptions, decode_rows, generate};
 use freet::model::config::Precision;
 use freet::train::checkpoint;
 use freet::train::{TrainOptions, TrainSummary, dataset_with, train};
@@ -533,7 +533,7 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed,
     };
-    let source = if a.shared_z { LatentSource::Shared { z_seed: a.z_seed } } else { LatentSource::Fresh };
+    let source = if a.shared_z { GenerationZ::Shared { z_seed: a.z_seed } } else { GenerationZ::Fresh };
     let g = generate(&loaded.model, &prompt, a.n, &opts, source)?;
     for s in decode_rows(&loaded.tokenizer, &g.tokens)? {
         println!("{s}");
@@ -606,10 +606,10 @@ fn cmd_demo(a: DemoArgs) -> Result<()> {
     let opts =
         |seed| SampleOptions { max_new_tokens: default_max_new(&loaded.tokenizer, 2), seed, ..Default::default() };
     let n = a.group_size;
-    let blue = generate(&loaded.model, &prompt, n, &opts(7), LatentSource::Fresh)?;
+    let blue = generate(&loaded.model, &prompt, n, &opts(7), GenerationZ::Fresh)?;
     let mut groups = vec![Group::blue(decode_rows(&loaded.tokenizer, &blue.tokens)?)];
     for z_seed in [1u64, 2] {
-        let g = generate(&loaded.model, &prompt, n, &opts(100 + z_seed), LatentSource::Shared { z_seed })?;
+        let g = generate(&loaded.model, &prompt, n, &opts(100 + z_seed), GenerationZ::Shared { z_seed })?;
         groups.push(Group::green(decode_rows(&loaded.tokenizer, &g.tokens)?));
     }
     let panel = Panel { title: format!("κ = {kappa} bit, prompt {letter}>"), groups };

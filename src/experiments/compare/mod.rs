@@ -7,7 +7,7 @@ use crate::config::RunConfig;
 use crate::data::tasks::{Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
 use crate::data::{Dataset, Split};
 use crate::eval::{BitsPerByte, EvalOptions, EvalReport, evaluate_with};
-use crate::generate::{LatentSource, SampleOptions, generate_batch};
+use crate::generate::{GenerationZ, SampleOptions, generate_batch};
 use crate::model::FreeTransformer;
 use crate::model::config::KappaBits;
 use crate::report::plot::{Chart, Series, write_svg};
@@ -312,7 +312,7 @@ fn task_metrics(
     let batch: Vec<Vec<i64>> =
         prompts.iter().flat_map(|p| std::iter::repeat_n(p.iter().map(|&v| i64::from(v)).collect(), k)).collect();
     let sopts = SampleOptions { max_new_tokens: new, seed: stream_seed(seed, &[0xc0e5]), ..Default::default() };
-    let out = generate_batch(model, &batch, &sopts, LatentSource::Fresh)?;
+    let out = generate_batch(model, &batch, &sopts, GenerationZ::Fresh)?;
     let samples = completions(&out.tokens, p_len)?;
     match task {
         Task::Permutation(perm) => {
@@ -342,7 +342,7 @@ fn task_metrics(
                     model.device(),
                 );
                 let one: Vec<Vec<i64>> = prompts.iter().map(|p| p.iter().map(|&v| i64::from(v)).collect()).collect();
-                let g = generate_batch(model, &one, &sopts, LatentSource::Pinned(&z))?;
+                let g = generate_batch(model, &one, &sopts, GenerationZ::Pinned(&z))?;
                 let comp = completions(&g.tokens, p_len)?;
                 let mut groups: BTreeMap<u64, Vec<Vec<usize>>> = BTreeMap::new();
                 for (i, c) in comp.iter().enumerate() {

@@ -6,7 +6,7 @@ use crate::config::RunConfig;
 use crate::data::{SYNTH_LEN, Tokenizer};
 use crate::eval::{EvalReport, evaluate};
 use crate::experiments::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
-use crate::generate::{LatentSource, SampleOptions, decode_rows, generate_batch};
+use crate::generate::{GenerationZ, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
 use crate::train::{Finished, TrainOptions, dataset, train_or_reuse};
 use crate::util::rng::stream_seed;
@@ -186,16 +186,16 @@ fn regime_samples(model: &FreeTransformer, name: &str, groups: usize, k: usize, 
     let prompts: Vec<Vec<i64>> = letters.iter().flat_map(|&l| std::iter::repeat_n(letter_ids(l), k)).collect();
     let new = SYNTH_LEN - 2;
     let fresh_opts = SampleOptions { max_new_tokens: new, seed: stream_seed(seed, &[1]), ..Default::default() };
-    let fresh = decode(&generate_batch(model, &prompts, &fresh_opts, LatentSource::Fresh)?.tokens)?;
+    let fresh = decode(&generate_batch(model, &prompts, &fresh_opts, GenerationZ::Fresh)?.tokens)?;
     let shared_opts = SampleOptions { max_new_tokens: new, seed: stream_seed(seed, &[2]), ..Default::default() };
     let shared = match model.latent() {
         Some(lat) => {
             // Group g's samples share the prior codes of sequence id g at every position.
             let ids: Vec<u64> = (0..groups as u64).flat_map(|g| std::iter::repeat_n(g, k)).collect();
             let z = lat.mapper.prior_codes(stream_seed(seed, &[3]), &ids, 0, (SYNTH_LEN - 1) as i64, model.device());
-            generate_batch(model, &prompts, &shared_opts, LatentSource::Pinned(&z))?
+            generate_batch(model, &prompts, &shared_opts, GenerationZ::Pinned(&z))?
         }
-        None => generate_batch(model, &prompts, &shared_opts, LatentSource::Fresh)?,
+        None => generate_batch(model, &prompts, &shared_opts, GenerationZ::Fresh)?,
     };
     let shared = decode(&shared.tokens)?;
     let split = |v: Vec<String>| v.chunks(k).map(<[String]>::to_vec).collect::<Vec<_>>();
@@ -210,10 +210,9 @@ fn figure_panel(model: &FreeTransformer, name: &str, kappa_bits: Option<f64>, se
     // Each group gets its own token-sampling seed: only Z should make green groups agree.
     let opts =
         |s| SampleOptions { max_new_tokens: SYNTH_LEN - 2, seed: stream_seed(seed, &[5, s]), ..Default::default() };
-    let mut groups =
-        vec![Group::blue(decode(&generate_batch(model, &prompts, &opts(0), LatentSource::Fresh)?.tokens)?)];
+    let mut groups = vec![Group::blue(decode(&generate_batch(model, &prompts, &opts(0), GenerationZ::Fresh)?.tokens)?)];
     for z_seed in [11u64, 12] {
-        let g = generate_batch(model, &prompts, &opts(z_seed), LatentSource::Shared { z_seed })?;
+        let g = generate_batch(model, &prompts, &opts(z_seed), GenerationZ::Shared { z_seed })?;
         groups.push(Group::green(decode(&g.tokens)?));
     }
     let title = match kappa_bits {
