@@ -3,7 +3,6 @@
 use freet::config::RunConfig;
 use freet::eval::to_batch;
 use freet::model::{FreeTransformer, Pass, ZSource};
-use freet::train::dataset;
 use freet::train::optim::AdamW;
 use std::time::Instant;
 
@@ -13,7 +12,7 @@ fn main() -> anyhow::Result<()> {
     let run = RunConfig::load(std::path::Path::new(path), &args[1.min(args.len())..])?;
     let model = FreeTransformer::new(&run.model, tch::Device::Cpu, 0)?;
     let mut opt = AdamW::new(model.var_store(), &run.train);
-    let data = dataset(&run)?;
+    let data = run.dataset()?;
     for step in 0..4u64 {
         let rows = data.train_batch(step, 0, run.train.batch_size);
         let (x, y) = to_batch(&rows, tch::Device::Cpu);

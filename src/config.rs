@@ -1,9 +1,11 @@
 //! Configuration: one TOML file with `[model]`, `[model.latent]`, `[train]` and `[data]` sections,
 //! validated once, with `--set key=value` overrides applied before validation.
 
-use crate::data::tasks::TaskSpec;
+use crate::data::tasks::{Task, TaskSpec};
+use crate::data::{BpeTokenizer, Dataset, SyntheticTask, TextDataset, Tokenizer};
 use crate::model::config::ModelConfig;
 use crate::util::error::{FieldError, one_line, value_err};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -335,6 +337,53 @@ impl RunConfig {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Building what a run config names: its tokenizer and its dataset.
+impl RunConfig {
+    /// Builds the dataset a run config names, with the tokenizer it names ([`RunConfig::tokenizer`]).
+    pub fn dataset(&self) -> Result<Dataset> {
+        self.dataset_with(self.tokenizer()?)
+    }
+
+    /// Builds the dataset a run config names, tokenized with `tok` (e.g. a checkpoint's own copy of
+    /// its tokenizer), after checking that `tok` fits `model.vocab_size`.
+    pub fn dataset_with(&self, tok: Tokenizer) -> Result<Dataset> {
+        self.check_vocab(&tok)?;
+        Ok(match &self.data {
+            DataConfig::Synthetic => Dataset::Synthetic(SyntheticTask::new(self.train.seed)),
+            DataConfig::Text { path, seq_len, val_fraction, .. } => {
+                Dataset::Text(TextDataset::from_file_with(path, tok, *seq_len, *val_fraction, self.train.seed)?)
+            }
+            DataConfig::Task(spec) => Dataset::Task(Task::new(spec, self.train.seed)?),
+        })
+    }
+
+    /// The tokenizer a run config implies; a BPE is loaded from `data.tokenizer` and must fit
+    /// `model.vocab_size`.
+    pub fn tokenizer(&self) -> Result<Tokenizer> {
+        let tok = match &self.data {
+            DataConfig::Synthetic => Tokenizer::Synthetic,
+            DataConfig::Task(spec) => Tokenizer::Task(spec.alphabet()),
+            DataConfig::Text { tokenizer: None, .. } => Tokenizer::Bytes,
+            DataConfig::Text { tokenizer: Some(path), .. } => Tokenizer::Bpe(BpeTokenizer::from_file(path)?),
+        };
+        self.check_vocab(&tok)?;
+        Ok(tok)
+    }
+
+    /// `model.vocab_size` must equal the tokenizer's vocabulary size.
+    fn check_vocab(&self, tok: &Tokenizer) -> Result<()> {
+        if self.model.vocab_size != tok.vocab_size() {
+            bail!(
+                "model.vocab_size {} does not match the vocabulary of {} ({} tokens)",
+                self.model.vocab_size,
+                tok.describe(),
+                tok.vocab_size()
+            );
         }
         Ok(())
     }

@@ -8,7 +8,6 @@ use common::{build, max_abs, max_abs_diff, serial, tiny, tokens};
 use freet::eval::to_batch;
 use freet::model::config::Precision;
 use freet::model::{FreeTransformer, Pass, ZSource};
-use freet::train::dataset;
 use freet::train::optim::AdamW;
 use tch::Kind;
 
@@ -77,7 +76,7 @@ fn train_tail_loss(p: Precision, seed: u64, steps: u64) -> f64 {
     let mut run = common::tiny_run(&["model.latent.enabled=false", "train.batch_size=16"]);
     run.model.precision = p;
     run.train.seed = seed;
-    let data = dataset(&run).unwrap();
+    let data = run.dataset().unwrap();
     let model = FreeTransformer::new(&run.model, tch::Device::Cpu, seed).unwrap();
     let mut opt = AdamW::new(model.var_store(), &run.train);
     let mut tail = vec![];

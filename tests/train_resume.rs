@@ -65,7 +65,7 @@ fn checkpoint_reload_gives_identical_logits() {
     let a = checkpoint::load(&s.checkpoint, Device::Cpu).unwrap();
     let b = checkpoint::load(tmp.path(), Device::Cpu).unwrap(); // run directory → latest
     assert_eq!(a.dir, b.dir);
-    let rows = freet::train::dataset(&run).unwrap().val_batches(1, 4).remove(0);
+    let rows = run.dataset().unwrap().val_batches(1, 4).remove(0);
     let (x, _) = to_batch(&rows, Device::Cpu);
     let codes = tch::Tensor::randint(256, [4, x.size()[1]], (Kind::Int64, Device::Cpu));
     let la = a.model.forward(&x, ZSource::Pinned(&codes), Pass::Inference).logits;

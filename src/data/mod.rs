@@ -284,6 +284,14 @@ impl Tokenizer {
         }
     }
 
+    /// The tokenizer in words, for errors (a BPE names its file and hash).
+    pub fn describe(&self) -> String {
+        match self {
+            Tokenizer::Bpe(b) => format!("the BPE tokenizer {} (fnv1a64 {})", b.source(), b.hash_hex()),
+            other => format!("the {} tokenizer", other.name()),
+        }
+    }
+
     /// The UTF-8 bytes token `id` stands for (None when out of range): the unit of bits per byte.
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;

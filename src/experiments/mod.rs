@@ -3,3 +3,4 @@
 
 pub mod compare;
 pub mod figure4;
+pub mod harness;

@@ -3,8 +3,7 @@
 //! Every random draw is a pure function of `(seed, step, micro-batch)`, so a resumed run follows
 //! the uninterrupted one exactly.
 
-use crate::config::{DataConfig, NonFinite, RunConfig};
-use crate::data::{BpeTokenizer, Dataset, SyntheticTask, TextDataset, Tokenizer};
+use crate::config::{NonFinite, RunConfig};
 use crate::eval::{EvalReport, evaluate, to_batch};
 use crate::model::loss::LossStats;
 use crate::model::{FreeTransformer, Pass, ZSource};
@@ -89,102 +88,6 @@ struct MetricsLine<'a> {
     skipped: Option<&'a str>,
 }
 
-/// Builds the dataset a run config names, with the tokenizer it names ([`tokenizer`]).
-pub fn dataset(run: &RunConfig) -> Result<Dataset> {
-    dataset_with(run, tokenizer(run)?)
-}
-
-/// Builds the dataset a run config names, tokenized with `tok` (e.g. a checkpoint's own copy of
-/// its tokenizer), after checking that `tok` fits `model.vocab_size`.
-pub fn dataset_with(run: &RunConfig, tok: Tokenizer) -> Result<Dataset> {
-    check_vocab(run, &tok)?;
-    Ok(match &run.data {
-        DataConfig::Synthetic => Dataset::Synthetic(SyntheticTask::new(run.train.seed)),
-        DataConfig::Text { path, seq_len, val_fraction, .. } => {
-            Dataset::Text(TextDataset::from_file_with(path, tok, *seq_len, *val_fraction, run.train.seed)?)
-        }
-        DataConfig::Task(spec) => Dataset::Task(crate::data::tasks::Task::new(spec, run.train.seed)?),
-    })
-}
-
-/// A finished run: trained by this call, or reused from an earlier one.
-#[derive(Debug)]
-pub struct Finished {
-    /// The model at its final step.
-    pub model: FreeTransformer,
-    /// Training seconds (for a reused run, the time logged when it was trained; 0 if unknown).
-    pub train_seconds: f64,
-    /// Loaded from an earlier run rather than trained now.
-    pub reused: bool,
-}
-
-/// Trains `run` from scratch in `opts.out_dir`; with `reuse`, first loads the run already trained
-/// there to its final step with exactly this config. `tag` prefixes the progress lines. An
-/// interrupted training is an error that suggests `--reuse`.
-pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &str) -> Result<Finished> {
-    let dir = &opts.out_dir;
-    if reuse
-        && let Ok(l) = checkpoint::load(dir, opts.device)
-        && l.state.as_ref().is_some_and(|s| s.step == run.train.steps && s.run == *run)
-    {
-        eprintln!("[{tag}] reusing {}", l.dir.display());
-        return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    eprintln!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps);
-    let s = train(run, opts)?;
-    if s.interrupted {
-        bail!("interrupted; rerun with --reuse to keep finished runs");
-    }
-    let model = checkpoint::load(&s.checkpoint, opts.device)?.model;
-    Ok(Finished { model, train_seconds: s.elapsed_s, reused: false })
-}
-
-/// Training seconds of a finished run, from the last record of its `metrics.jsonl` (0 if absent).
-fn logged_train_seconds(dir: &Path) -> f64 {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .ok()
-        .and_then(|t| {
-            let last = t.lines().rev().find(|l| !l.trim().is_empty())?.to_string();
-            serde_json::from_str::<serde_json::Value>(&last).ok()?["elapsed_s"].as_f64()
-        })
-        .unwrap_or(0.0)
-}
-
-/// The tokenizer a run config implies; a BPE is loaded from `data.tokenizer` and must fit
-/// `model.vocab_size`.
-pub fn tokenizer(run: &RunConfig) -> Result<Tokenizer> {
-    let tok = match &run.data {
-        DataConfig::Synthetic => Tokenizer::Synthetic,
-        DataConfig::Task(spec) => Tokenizer::Task(spec.alphabet()),
-        DataConfig::Text { tokenizer: None, .. } => Tokenizer::Bytes,
-        DataConfig::Text { tokenizer: Some(path), .. } => Tokenizer::Bpe(BpeTokenizer::from_file(path)?),
-    };
-    check_vocab(run, &tok)?;
-    Ok(tok)
-}
-
-/// `model.vocab_size` must equal the tokenizer's vocabulary size.
-fn check_vocab(run: &RunConfig, tok: &Tokenizer) -> Result<()> {
-    if run.model.vocab_size != tok.vocab_size() {
-        bail!(
-            "model.vocab_size {} does not match the vocabulary of {} ({} tokens)",
-            run.model.vocab_size,
-            describe(tok),
-            tok.vocab_size()
-        );
-    }
-    Ok(())
-}
-
-/// A tokenizer in words, for errors.
-fn describe(tok: &Tokenizer) -> String {
-    match tok {
-        Tokenizer::Bpe(b) => format!("the BPE tokenizer {} (fnv1a64 {})", b.source(), b.hash_hex()),
-        other => format!("the {} tokenizer", other.name()),
-    }
-}
-
 /// Trains (or resumes) a run.
 pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     run.validate()?;
@@ -192,8 +95,8 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     if tc.threads > 0 {
         tch::set_num_threads(tc.threads as i32);
     }
-    let tok = tokenizer(run)?;
-    let data = dataset_with(run, tok.clone())?;
+    let tok = run.tokenizer()?;
+    let data = run.dataset_with(tok.clone())?;
     let ckpt_dir = opts.out_dir.join("checkpoints");
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create run directory {}", opts.out_dir.display()))?;
@@ -213,8 +116,8 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             bail!(
                 "{}: the checkpoint was trained with {}, but the config names {}; resume with the run's own tokenizer",
                 loaded.dir.display(),
-                describe(&loaded.tokenizer),
-                describe(&tok)
+                loaded.tokenizer.describe(),
+                tok.describe()
             );
         }
         let mut opt = AdamW::new(loaded.model.var_store(), tc);

@@ -8,7 +8,7 @@ use freet::experiments::figure4::{Group, Panel, render_text};
 use freet::generate::{GenerationZ, SampleOptions, decode_rows, generate};
 use freet::model::config::Precision;
 use freet::train::checkpoint;
-use freet::train::{TrainOptions, TrainSummary, dataset_with, train};
+use freet::train::{TrainOptions, TrainSummary, train};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -547,7 +547,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         .state
         .ok_or_else(|| anyhow!("{}: no state.json, so the validation data is unknown", loaded.dir.display()))?;
     // The checkpoint's own tokenizer (its copy of tokenizer.json), not whatever the config path holds now.
-    let data = dataset_with(&state.run, loaded.tokenizer.clone())?;
+    let data = state.run.dataset_with(loaded.tokenizer.clone())?;
     let n = a.batches.unwrap_or(state.run.train.eval_batches);
     if n == 0 {
         bail!("--batches must be at least 1");

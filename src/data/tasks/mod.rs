@@ -2231,9 +2231,9 @@ mod tests {
                 "{back}"
             );
             assert_eq!(RunConfig::from_toml_str(&back, "round trip", &[]).unwrap(), cfg, "{back}");
-            let data = crate::train::dataset(&cfg).unwrap();
+            let data = cfg.dataset().unwrap();
             assert_eq!((data.vocab_size(), data.seq_len()), (vocab, seq_len));
-            assert_eq!(crate::train::tokenizer(&cfg).unwrap(), data.tokenizer());
+            assert_eq!(cfg.tokenizer().unwrap(), data.tokenizer());
             let Dataset::Task(task) = &data else { panic!("not a task dataset") };
             assert_eq!(task.prompt_len(), spec.prompt_len());
             // The run seed keys the examples; the world is the spec's.

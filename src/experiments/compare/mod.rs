@@ -7,12 +7,13 @@ use crate::config::RunConfig;
 use crate::data::tasks::{Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
 use crate::data::{Dataset, Split};
 use crate::eval::{BitsPerByte, EvalOptions, EvalReport, evaluate_with};
+use crate::experiments::harness::{Finished, train_or_reuse};
 use crate::generate::{GenerationZ, SampleOptions, generate_batch};
 use crate::model::FreeTransformer;
 use crate::model::config::KappaBits;
 use crate::report::plot::{Chart, Series, write_svg};
 use crate::report::stats::MeanCi;
-use crate::train::{Finished, TrainOptions, dataset, train_or_reuse};
+use crate::train::TrainOptions;
 use crate::util::rng::stream_seed;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -244,7 +245,7 @@ fn evaluate_run(
     train_seconds: f64,
     o: &CompareOptions,
 ) -> Result<RunResult> {
-    let data = dataset(run)?;
+    let data = run.dataset()?;
     let val = data.val_batches(run.train.eval_batches, run.train.batch_size);
     // The same evaluation draws for every arm and seed.
     let opts = EvalOptions { prior_samples: o.prior_samples, iwae_samples: o.iwae_samples, seed: 0xe7a1 };

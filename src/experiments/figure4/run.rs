@@ -6,9 +6,10 @@ use crate::config::RunConfig;
 use crate::data::{SYNTH_LEN, Tokenizer};
 use crate::eval::{EvalReport, evaluate};
 use crate::experiments::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
+use crate::experiments::harness::{Finished, train_or_reuse};
 use crate::generate::{GenerationZ, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
-use crate::train::{Finished, TrainOptions, dataset, train_or_reuse};
+use crate::train::TrainOptions;
 use crate::util::rng::stream_seed;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
@@ -126,7 +127,7 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         let Finished { model, train_seconds, reused } =
             train_or_reuse(&run, &topts, o.reuse, "figure4").with_context(|| format!("arm {name}"))?;
         eprintln!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size);
-        let val = dataset(&run)?.val_batches(run.train.eval_batches, run.train.batch_size);
+        let val = run.dataset()?.val_batches(run.train.eval_batches, run.train.batch_size);
         let eval = evaluate(&model, &val, 4, run.train.seed);
         let kappa_bits = run.model.latent().and_then(|l| l.kappa_bits).map(|k| k.0);
         let samples = regime_samples(&model, name, o.groups, o.group_size, run.train.seed)?;
