@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := scripts/with-env
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build test demo lint fmt reliability
+.PHONY: setup build test demo lint fmt reliability architecture
 setup:
 	bash scripts/setup.sh
 build:
@@ -19,3 +19,5 @@ fmt:
 	$(ENV) cargo fmt
 reliability:
 	$(ENV) cargo test --release --test reliability -- --ignored --nocapture --test-threads 1
+architecture:
+	$(ENV) cargo test --release --test architecture

@@ -3,7 +3,7 @@
 //! a pinned Z tensor overrides both (the paper's Figure 4 green groups).
 
 use crate::data::{DataError, Tokenizer};
-use crate::model::{FreeTransformer, Pass, ZSource};
+use crate::model::{FreeTransformer, ModelConfig, Pass, ZSource};
 use crate::util::rng::{stream_seed, uniforms};
 use tch::{Kind, Tensor};
 
@@ -117,12 +117,19 @@ pub fn generate_batch(
     opts: &SampleOptions,
     source: GenerationZ,
 ) -> Result<Generation, GenerateError> {
-    let cfg = model.config();
-    let n = prompts.len();
-    if n == 0 {
+    check_request(model.config(), prompts, opts)?;
+    let (n, p_len) = (prompts.len(), prompts[0].len() as i64);
+    let inputs = (p_len + opts.max_new_tokens as i64 - 1).max(p_len);
+    let pinned = pinned_codes(model, source, n, inputs)?;
+    Ok(tch::no_grad(|| decode(model, prompts, opts, pinned.as_ref(), inputs)))
+}
+
+/// Checks a request before any tensor work: at least one prompt, equal non-empty prompts inside the
+/// vocabulary, the context length, and the sampling settings.
+fn check_request(cfg: &ModelConfig, prompts: &[Vec<i64>], opts: &SampleOptions) -> Result<(), GenerateError> {
+    let Some(prompt) = prompts.first() else {
         return Err(GenerateError::Option("the number of samples must be at least 1".into()));
-    }
-    let prompt = &prompts[0];
+    };
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
@@ -152,83 +159,97 @@ pub fn generate_batch(
     {
         return Err(GenerateError::Option(format!("top_p {p} must lie in (0, 1]")));
     }
-    let (b, p_len) = (n as i64, prompt.len() as i64);
-    let total_inputs = p_len + opts.max_new_tokens as i64 - 1;
-    let dev = model.device();
-    let pinned = match source {
+    Ok(())
+}
+
+/// The codes every input position will use when they are fixed in advance (`[n, ≥ inputs]`):
+/// checked pinned codes, or one shared prior draw; `None` for fresh Z (drawn while decoding).
+fn pinned_codes(
+    model: &FreeTransformer,
+    source: GenerationZ,
+    n: usize,
+    inputs: i64,
+) -> Result<Option<Tensor>, GenerateError> {
+    let (b, dev) = (n as i64, model.device());
+    Ok(match source {
         GenerationZ::Pinned(z) => {
             let z = z.to_device(dev).to_kind(Kind::Int64);
             let c = model.latent().map_or(0, |l| l.mapper.num_codes());
             let ok_rows = z.dim() == 2 && (z.size()[0] == 1 || z.size()[0] == b);
-            if !ok_rows || z.size()[1] < total_inputs.max(p_len) {
-                return Err(GenerateError::Pinned(format!(
-                    "expected shape [{b} or 1, {}], got {:?}",
-                    total_inputs.max(p_len),
-                    z.size()
-                )));
+            if !ok_rows || z.size()[1] < inputs {
+                return Err(GenerateError::Pinned(format!("expected shape [{b} or 1, {inputs}], got {:?}", z.size())));
             }
             if model.latent().is_some() && (z.min().int64_value(&[]) < 0 || z.max().int64_value(&[]) >= c) {
                 return Err(GenerateError::Pinned(format!("codes must lie in 0..{c}")));
             }
             Some(z.expand([b, z.size()[1]], false))
         }
-        GenerationZ::Shared { z_seed } => model.latent().map(|l| {
-            let ids = vec![0u64; n];
-            l.mapper.prior_codes(z_seed, &ids, 0, total_inputs.max(p_len), dev)
-        }),
+        GenerationZ::Shared { z_seed } => {
+            model.latent().map(|l| l.mapper.prior_codes(z_seed, &vec![0u64; n], 0, inputs, dev))
+        }
         GenerationZ::Fresh => None,
-    };
-    let fresh_ids: Vec<u64> = (0..n as u64).collect();
-    tch::no_grad(|| {
-        let mut cache = model.new_cache(b, total_inputs.max(p_len));
-        let flat: Vec<i64> = prompts.iter().flatten().copied().collect();
-        let tokens = Tensor::from_slice(&flat).view([b, p_len]).to_device(dev);
-        let mut out = vec![tokens.shallow_clone()];
-        let mut step_logits = Vec::new();
-        let mut input = tokens;
-        let sync = || {
-            if let tch::Device::Cuda(i) = dev {
-                tch::Cuda::synchronize(i as i64);
-            }
-        };
-        let start = std::time::Instant::now();
-        let mut prefill_s = 0.0;
-        for step in 0..opts.max_new_tokens {
-            if step == 1 {
-                sync();
-                prefill_s = start.elapsed().as_secs_f64();
-            }
-            let pos = cache.len();
-            let t = input.size()[1];
-            let z = pinned.as_ref().map(|z| z.narrow(1, pos, t));
-            let latents = match (&z, step) {
-                (Some(z), _) => ZSource::Pinned(z),
-                (None, 0) => ZSource::Posterior { key: stream_seed(opts.seed, &[0x9e1f]) },
-                (None, _) => ZSource::Prior { seed: opts.seed, seq_ids: &fresh_ids },
-            };
-            let fwd = model.forward_with(&input, latents, Pass::Inference, Some(&mut cache));
-            let last = fwd.logits.select(1, t - 1).to_kind(Kind::Float);
-            let next = sample_token(&last, opts, stream_seed(opts.seed, &[0x70c5, step as u64]));
-            step_logits.push(last.unsqueeze(1));
-            out.push(next.shallow_clone());
-            input = next;
-        }
-        sync();
-        let total = start.elapsed().as_secs_f64();
-        if opts.max_new_tokens == 1 {
-            prefill_s = total;
-        }
-        Ok(Generation {
-            timing: GenTiming { prefill_s, decode_s: total - prefill_s },
-            tokens: Tensor::cat(&out, 1),
-            codes: cache.codes(),
-            logits: if step_logits.is_empty() {
-                Tensor::zeros([b, 0, cfg.vocab_size as i64], (Kind::Float, dev))
-            } else {
-                Tensor::cat(&step_logits, 1)
-            },
-        })
     })
+}
+
+/// The decoding loop with a KV cache: prefill the prompts (through the encoder unless codes are
+/// pinned), then one token per step with prior (or pinned) codes; times prefill and decode apart.
+fn decode(
+    model: &FreeTransformer,
+    prompts: &[Vec<i64>],
+    opts: &SampleOptions,
+    pinned: Option<&Tensor>,
+    inputs: i64,
+) -> Generation {
+    let (b, p_len, dev) = (prompts.len() as i64, prompts[0].len() as i64, model.device());
+    let fresh_ids: Vec<u64> = (0..b as u64).collect();
+    let mut cache = model.new_cache(b, inputs);
+    let flat: Vec<i64> = prompts.iter().flatten().copied().collect();
+    let tokens = Tensor::from_slice(&flat).view([b, p_len]).to_device(dev);
+    let mut out = vec![tokens.shallow_clone()];
+    let mut step_logits = Vec::new();
+    let mut input = tokens;
+    let sync = || {
+        if let tch::Device::Cuda(i) = dev {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let start = std::time::Instant::now();
+    let mut prefill_s = 0.0;
+    for step in 0..opts.max_new_tokens {
+        if step == 1 {
+            sync();
+            prefill_s = start.elapsed().as_secs_f64();
+        }
+        let pos = cache.len();
+        let t = input.size()[1];
+        let z = pinned.map(|z| z.narrow(1, pos, t));
+        let latents = match (&z, step) {
+            (Some(z), _) => ZSource::Pinned(z),
+            (None, 0) => ZSource::Posterior { key: stream_seed(opts.seed, &[0x9e1f]) },
+            (None, _) => ZSource::Prior { seed: opts.seed, seq_ids: &fresh_ids },
+        };
+        let fwd = model.forward_with(&input, latents, Pass::Inference, Some(&mut cache));
+        let last = fwd.logits.select(1, t - 1).to_kind(Kind::Float);
+        let next = sample_token(&last, opts, stream_seed(opts.seed, &[0x70c5, step as u64]));
+        step_logits.push(last.unsqueeze(1));
+        out.push(next.shallow_clone());
+        input = next;
+    }
+    sync();
+    let total = start.elapsed().as_secs_f64();
+    if opts.max_new_tokens == 1 {
+        prefill_s = total;
+    }
+    Generation {
+        timing: GenTiming { prefill_s, decode_s: total - prefill_s },
+        tokens: Tensor::cat(&out, 1),
+        codes: cache.codes(),
+        logits: if step_logits.is_empty() {
+            Tensor::zeros([b, 0, model.config().vocab_size as i64], (Kind::Float, dev))
+        } else {
+            Tensor::cat(&step_logits, 1)
+        },
+    }
 }
 
 /// Draws one token per row from `[B, V]` logits with temperature, top-k and top-p: `[B, 1]`. The

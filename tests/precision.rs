@@ -1,4 +1,4 @@
-//! bf16 compute (issue 4): products in bf16, master weights, norms, loss and the Binary Mapper in
+//! bf16 compute: products in bf16, master weights, norms, loss and the Binary Mapper in
 //! fp32. The bf16 model must agree with the fp32 one, train to the same loss within noise, and keep
 //! every gradient and weight in fp32.
 

@@ -283,51 +283,57 @@ impl ModelConfig {
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
             return Err(value_err("model.norm_eps", "must be a finite number > 0"));
         }
-        if let Some(lat) = self.latent() {
-            if !(1..=16).contains(&lat.bits) {
-                return Err(value_err("model.latent.bits", format!("{} is outside 1..=16", lat.bits)));
-            }
-            let m = self.inject_after();
-            if self.n_layers < 2 || m == 0 || m >= self.n_layers {
+        match self.latent() {
+            Some(lat) => self.validate_latent(lat),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks the latent half: H, the injection depth, κ and E's init.
+    fn validate_latent(&self, lat: &LatentConfig) -> Result<(), FieldError> {
+        if !(1..=16).contains(&lat.bits) {
+            return Err(value_err("model.latent.bits", format!("{} is outside 1..=16", lat.bits)));
+        }
+        let m = self.inject_after();
+        if self.n_layers < 2 || m == 0 || m >= self.n_layers {
+            return Err(value_err(
+                "model.latent.inject_after",
+                format!(
+                    "{m} must lie in 1..{} (a Free Transformer needs ≥ 2 blocks: a trunk before the \
+                     injection block)",
+                    self.n_layers
+                ),
+            ));
+        }
+        match lat.kappa_bits {
+            None => {
                 return Err(value_err(
-                    "model.latent.inject_after",
-                    format!(
-                        "{m} must lie in 1..{} (a Free Transformer needs ≥ 2 blocks: a trunk before the \
-                         injection block)",
-                        self.n_layers
-                    ),
+                    "model.latent.kappa_bits",
+                    "required when latent.enabled = true (e.g. 0.5 or \"1/8\")",
                 ));
             }
-            match lat.kappa_bits {
-                None => {
-                    return Err(value_err(
-                        "model.latent.kappa_bits",
-                        "required when latent.enabled = true (e.g. 0.5 or \"1/8\")",
-                    ));
-                }
-                Some(k) if !(k.0.is_finite() && k.0 >= 0.0) => {
-                    return Err(value_err("model.latent.kappa_bits", format!("{} must be ≥ 0", k.0)));
-                }
-                Some(k) if k.0 > lat.bits as f64 => {
-                    return Err(value_err(
-                        "model.latent.kappa_bits",
-                        format!("{} exceeds the H = {} bits a token can carry", k.0, lat.bits),
-                    ));
-                }
-                _ => {}
+            Some(k) if !(k.0.is_finite() && k.0 >= 0.0) => {
+                return Err(value_err("model.latent.kappa_bits", format!("{} must be ≥ 0", k.0)));
             }
-            if !(lat.post_sampler_init_std.is_finite() && lat.post_sampler_init_std >= 0.0) {
-                return Err(value_err("model.latent.post_sampler_init_std", "must be finite and ≥ 0"));
-            }
-            if !(lat.post_sampler_init_noise.is_finite() && lat.post_sampler_init_noise >= 0.0) {
-                return Err(value_err("model.latent.post_sampler_init_noise", "must be finite and ≥ 0"));
-            }
-            if lat.post_sampler_init_noise > 0.0 && lat.post_sampler_init != PostSamplerInit::Bits {
+            Some(k) if k.0 > lat.bits as f64 => {
                 return Err(value_err(
-                    "model.latent.post_sampler_init_noise",
-                    "is only used with post_sampler_init = \"bits\"",
+                    "model.latent.kappa_bits",
+                    format!("{} exceeds the H = {} bits a token can carry", k.0, lat.bits),
                 ));
             }
+            _ => {}
+        }
+        if !(lat.post_sampler_init_std.is_finite() && lat.post_sampler_init_std >= 0.0) {
+            return Err(value_err("model.latent.post_sampler_init_std", "must be finite and ≥ 0"));
+        }
+        if !(lat.post_sampler_init_noise.is_finite() && lat.post_sampler_init_noise >= 0.0) {
+            return Err(value_err("model.latent.post_sampler_init_noise", "must be finite and ≥ 0"));
+        }
+        if lat.post_sampler_init_noise > 0.0 && lat.post_sampler_init != PostSamplerInit::Bits {
+            return Err(value_err(
+                "model.latent.post_sampler_init_noise",
+                "is only used with post_sampler_init = \"bits\"",
+            ));
         }
         Ok(())
     }

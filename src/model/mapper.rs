@@ -3,8 +3,9 @@
 //! `R = E[c]` (a gather); the gradient is that of the whole code distribution G (Eq. 8).
 //!
 //! tch has no custom autograd functions, so the fused gradient is applied by the two-phase backward
-//! in [`crate::model::loss`]: [`BinaryMapper::grad_bit_logits`] turns `∂loss/∂R` into `∂loss/∂o` in chunks of
-//! tokens, with `O(chunk · 2^H)` scratch and never a `[B, T, 2^H]` tensor.
+//! of [`crate::model::FreeTransformer::backward`]: [`BinaryMapper::grad_bit_logits`] turns
+//! `∂loss/∂R` into `∂loss/∂o` in chunks of tokens, with `O(chunk · 2^H)` scratch and never a
+//! `[B, T, 2^H]` tensor.
 
 use crate::util::rng::{stream_seed, uniforms};
 use tch::{Device, Kind, Tensor};

@@ -3,7 +3,8 @@
 //! Every random draw is a pure function of `(seed, step, micro-batch)`, so a resumed run follows
 //! the uninterrupted one exactly.
 
-use crate::config::{NonFinite, RunConfig};
+use crate::config::{NonFinite, RunConfig, TrainConfig};
+use crate::data::{Dataset, Tokenizer};
 use crate::eval::{EvalReport, evaluate, to_batch};
 use crate::model::loss::LossStats;
 use crate::model::{FreeTransformer, Pass, ZSource};
@@ -100,52 +101,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     let ckpt_dir = opts.out_dir.join("checkpoints");
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("cannot create run directory {}", opts.out_dir.display()))?;
-
-    let (model, mut opt, mut state) = if opts.resume {
-        let loaded = checkpoint::load(&ckpt_dir, opts.device)
-            .with_context(|| format!("cannot resume from {}", ckpt_dir.display()))?;
-        let state = loaded.state.ok_or_else(|| anyhow!("{}: no state.json to resume from", loaded.dir.display()))?;
-        if state.run.model != run.model || state.run.data != run.data {
-            bail!(
-                "{}: the checkpoint's model/data config differs from the given config; resume with the run's own \
-                 config.toml",
-                loaded.dir.display()
-            );
-        }
-        if loaded.tokenizer != tok {
-            bail!(
-                "{}: the checkpoint was trained with {}, but the config names {}; resume with the run's own tokenizer",
-                loaded.dir.display(),
-                loaded.tokenizer.describe(),
-                tok.describe()
-            );
-        }
-        let mut opt = AdamW::new(loaded.model.var_store(), tc);
-        checkpoint::load_optimizer(&loaded.dir, &mut opt, state.step)?;
-        let mut state = state;
-        state.run = run.clone();
-        truncate_metrics(&opts.out_dir.join("metrics.jsonl"), state.step)?;
-        (loaded.model, opt, state)
-    } else {
-        if checkpoint::list(&ckpt_dir).last().is_some() {
-            bail!(
-                "{} already holds checkpoints: pass --resume to continue, or choose another --out",
-                ckpt_dir.display()
-            );
-        }
-        let model = FreeTransformer::new(&run.model, opts.device, tc.seed)?;
-        let opt = AdamW::new(model.var_store(), tc);
-        let state = TrainState {
-            format_version: FORMAT_VERSION,
-            step: 0,
-            tokens_seen: 0,
-            elapsed_s: 0.0,
-            data_cursor: (0, 0),
-            run: run.clone(),
-        };
-        let _ = std::fs::remove_file(opts.out_dir.join("metrics.jsonl"));
-        (model, opt, state)
-    };
+    let (model, mut opt, mut state) = init_or_resume(run, opts, &ckpt_dir, &tok)?;
     checkpoint::clean_stale(&ckpt_dir);
     let cfg_text = toml::to_string_pretty(run)?;
     crate::util::fs::write_atomic(&opts.out_dir.join("config.toml"), cfg_text.as_bytes())?;
@@ -155,67 +111,26 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         bail!("the validation split holds no batch: use a longer text or a larger data.val_fraction");
     }
     let val_bytes = data.target_bytes(&val);
+    let metrics_path = opts.out_dir.join("metrics.jsonl");
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(opts.out_dir.join("metrics.jsonl"))
-        .with_context(|| format!("cannot open {}", opts.out_dir.join("metrics.jsonl").display()))?;
-
-    let tokens_per_step = (tc.batch_size * tc.grad_accum * (data.seq_len() - 1)) as u64;
-    let start_step = state.step;
-    let bar = progress_bar(opts.progress, tc.steps, start_step);
-    let t0 = Instant::now();
-    let mut train_time = 0.0f64;
-    let mut last = LossStats::default();
-    let mut last_eval = None;
-    let mut last_ckpt = None;
-    let mut interrupted = false;
+        .open(&metrics_path)
+        .with_context(|| format!("cannot open {}", metrics_path.display()))?;
+    let mut lp = LoopState::new(opts, tc, &state, (tc.batch_size * tc.grad_accum * (data.seq_len() - 1)) as u64);
 
     while state.step < tc.steps {
         let step = state.step;
         let ts = Instant::now();
         let lr = learning_rate(tc, step);
-        let mut acc = LossAcc::default();
-        for micro in 0..tc.grad_accum as u64 {
-            let rows = data.train_batch(step, micro, tc.batch_size);
-            let (x, y) = to_batch(&rows, opts.device);
-            let key = crate::util::rng::step_key(tc.seed, step, micro);
-            let fwd = model.forward(&x, ZSource::Posterior { key }, Pass::Train);
-            let loss = model.loss(&fwd, &y);
-            model.backward(&fwd, &loss, 1.0 / tc.grad_accum as f64);
-            acc.add(loss.stats());
-        }
-        let stats = acc.mean();
+        let stats = accumulate(&model, &data, tc, step, opts.device);
         let grad_norm = opt.grad_norm();
-        let finite = stats.loss.is_finite() && grad_norm.is_finite();
-        let mut skipped = None;
-        if !finite {
-            opt.zero_grad();
-            match tc.on_nonfinite {
-                NonFinite::Stop => {
-                    bar.abandon();
-                    bail!(
-                        "non-finite {} at step {} (loss {}, grad norm {}); stopped, the last checkpoint is untouched{}",
-                        if stats.loss.is_finite() { "gradient" } else { "loss" },
-                        step + 1,
-                        stats.loss,
-                        grad_norm,
-                        last_ckpt.as_ref().map(|p: &PathBuf| format!(" ({})", p.display())).unwrap_or_default()
-                    );
-                }
-                NonFinite::Skip => skipped = Some("non-finite loss or gradient: step skipped"),
-            }
-        } else {
-            opt.clip(grad_norm, tc.grad_clip);
-            opt.step(lr);
-            opt.zero_grad();
-        }
-        train_time += ts.elapsed().as_secs_f64();
+        let skipped = update_or_skip(&mut opt, &stats, (step, grad_norm, lr), tc, &lp)?;
+        lp.train_time += ts.elapsed().as_secs_f64();
         state.step += 1;
-        state.tokens_seen += tokens_per_step;
+        state.tokens_seen += lp.tokens_per_step;
         state.data_cursor = (state.step, 0);
-        let done = (state.step - start_step) * tokens_per_step;
-        let tok_s = done as f64 / train_time.max(1e-9);
+        let tok_s = lp.tokens_per_s(state.step);
         let is_last = state.step == tc.steps;
         let stop_now = opts.stop.load(Ordering::SeqCst);
         let eval_now = is_last || (tc.eval_every > 0 && state.step.is_multiple_of(tc.eval_every));
@@ -228,7 +143,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                 grad_norm,
                 tokens: state.tokens_seen,
                 tok_per_s: tok_s,
-                elapsed_s: state.elapsed_s + t0.elapsed().as_secs_f64(),
+                elapsed_s: state.elapsed_s + lp.t0.elapsed().as_secs_f64(),
                 stats: &stats,
                 eval: eval.as_ref(),
                 skipped,
@@ -236,40 +151,185 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
             writeln!(metrics, "{}", serde_json::to_string(&line)?).context("cannot append to metrics.jsonl")?;
             metrics.flush()?;
         }
-        bar.set_position(state.step);
-        bar.set_message(progress_message(&stats, tok_s, eval.as_ref()));
-        if eval.is_some() {
-            last_eval = eval;
-        }
-        last = stats;
+        lp.observe(state.step, stats, tok_s, eval);
         let ckpt_now =
             is_last || stop_now || (tc.checkpoint_every > 0 && state.step.is_multiple_of(tc.checkpoint_every));
         if ckpt_now {
             let mut s = state.clone();
-            s.elapsed_s += t0.elapsed().as_secs_f64();
-            last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, tok.clone(), Some(&opt), &s, tc.keep_last)?);
+            s.elapsed_s += lp.t0.elapsed().as_secs_f64();
+            lp.last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, tok.clone(), Some(&opt), &s, tc.keep_last)?);
         }
         if stop_now && !is_last {
-            interrupted = true;
+            lp.interrupted = true;
             break;
         }
     }
-    bar.finish_and_clear();
-    let checkpoint = match last_ckpt {
-        Some(p) => p,
-        None => checkpoint::resolve(&ckpt_dir)?,
+    lp.finish(&ckpt_dir, state.step)
+}
+
+/// A fresh model, optimizer and state, or those of the run directory's latest checkpoint (which must
+/// have been trained with the same model, data and tokenizer).
+fn init_or_resume(
+    run: &RunConfig,
+    opts: &TrainOptions,
+    ckpt_dir: &Path,
+    tok: &Tokenizer,
+) -> Result<(FreeTransformer, AdamW, TrainState)> {
+    let tc = &run.train;
+    if opts.resume {
+        let loaded = checkpoint::load(ckpt_dir, opts.device)
+            .with_context(|| format!("cannot resume from {}", ckpt_dir.display()))?;
+        let state = loaded.state.ok_or_else(|| anyhow!("{}: no state.json to resume from", loaded.dir.display()))?;
+        if state.run.model != run.model || state.run.data != run.data {
+            bail!(
+                "{}: the checkpoint's model/data config differs from the given config; resume with the run's own \
+                 config.toml",
+                loaded.dir.display()
+            );
+        }
+        if loaded.tokenizer != *tok {
+            bail!(
+                "{}: the checkpoint was trained with {}, but the config names {}; resume with the run's own tokenizer",
+                loaded.dir.display(),
+                loaded.tokenizer.describe(),
+                tok.describe()
+            );
+        }
+        let mut opt = AdamW::new(loaded.model.var_store(), tc);
+        checkpoint::load_optimizer(&loaded.dir, &mut opt, state.step)?;
+        let mut state = state;
+        state.run = run.clone();
+        truncate_metrics(&opts.out_dir.join("metrics.jsonl"), state.step)?;
+        return Ok((loaded.model, opt, state));
+    }
+    if checkpoint::list(ckpt_dir).last().is_some() {
+        bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", ckpt_dir.display());
+    }
+    let model = FreeTransformer::new(&run.model, opts.device, tc.seed)?;
+    let opt = AdamW::new(model.var_store(), tc);
+    let state = TrainState {
+        format_version: FORMAT_VERSION,
+        step: 0,
+        tokens_seen: 0,
+        elapsed_s: 0.0,
+        data_cursor: (0, 0),
+        run: run.clone(),
     };
-    let done = (state.step - start_step) * tokens_per_step;
-    Ok(TrainSummary {
-        steps: state.step,
-        tokens: done,
-        elapsed_s: t0.elapsed().as_secs_f64(),
-        tokens_per_s: done as f64 / train_time.max(1e-9),
-        last,
-        eval: last_eval,
-        checkpoint,
-        interrupted,
-    })
+    let _ = std::fs::remove_file(opts.out_dir.join("metrics.jsonl"));
+    Ok((model, opt, state))
+}
+
+/// Forward and backward over the step's micro-batches, accumulating `1/grad_accum` of each
+/// gradient; returns the mean loss figures.
+fn accumulate(model: &FreeTransformer, data: &Dataset, tc: &TrainConfig, step: u64, device: Device) -> LossStats {
+    let mut acc = LossAcc::default();
+    for micro in 0..tc.grad_accum as u64 {
+        let rows = data.train_batch(step, micro, tc.batch_size);
+        let (x, y) = to_batch(&rows, device);
+        let key = crate::util::rng::step_key(tc.seed, step, micro);
+        let fwd = model.forward(&x, ZSource::Posterior { key }, Pass::Train);
+        let loss = model.loss(&fwd, &y);
+        model.backward(&fwd, &loss, 1.0 / tc.grad_accum as f64);
+        acc.add(loss.stats());
+    }
+    acc.mean()
+}
+
+/// Clips and applies the update of 0-based `step` when loss and gradient are finite. Otherwise drops the gradient and,
+/// as `train.on_nonfinite` says, stops with an error (the last checkpoint untouched) or returns the
+/// reason the step was skipped.
+fn update_or_skip(
+    opt: &mut AdamW,
+    stats: &LossStats,
+    (step, grad_norm, lr): (u64, f64, f64),
+    tc: &TrainConfig,
+    lp: &LoopState,
+) -> Result<Option<&'static str>> {
+    if stats.loss.is_finite() && grad_norm.is_finite() {
+        opt.clip(grad_norm, tc.grad_clip);
+        opt.step(lr);
+        opt.zero_grad();
+        return Ok(None);
+    }
+    opt.zero_grad();
+    match tc.on_nonfinite {
+        NonFinite::Stop => {
+            lp.bar.abandon();
+            bail!(
+                "non-finite {} at step {} (loss {}, grad norm {}); stopped, the last checkpoint is untouched{}",
+                if stats.loss.is_finite() { "gradient" } else { "loss" },
+                step + 1,
+                stats.loss,
+                grad_norm,
+                lp.last_ckpt.as_ref().map(|p: &PathBuf| format!(" ({})", p.display())).unwrap_or_default()
+            );
+        }
+        NonFinite::Skip => Ok(Some("non-finite loss or gradient: step skipped")),
+    }
+}
+
+/// What the training loop tracks besides the checkpointed [`TrainState`].
+struct LoopState {
+    start_step: u64,
+    tokens_per_step: u64,
+    bar: ProgressBar,
+    t0: Instant,
+    train_time: f64,
+    last: LossStats,
+    last_eval: Option<EvalReport>,
+    last_ckpt: Option<PathBuf>,
+    interrupted: bool,
+}
+
+impl LoopState {
+    fn new(opts: &TrainOptions, tc: &TrainConfig, state: &TrainState, tokens_per_step: u64) -> Self {
+        LoopState {
+            start_step: state.step,
+            tokens_per_step,
+            bar: progress_bar(opts.progress, tc.steps, state.step),
+            t0: Instant::now(),
+            train_time: 0.0,
+            last: LossStats::default(),
+            last_eval: None,
+            last_ckpt: None,
+            interrupted: false,
+        }
+    }
+
+    /// Training throughput of this invocation at `step` (evaluation excluded).
+    fn tokens_per_s(&self, step: u64) -> f64 {
+        ((step - self.start_step) * self.tokens_per_step) as f64 / self.train_time.max(1e-9)
+    }
+
+    /// Shows the finished `step` on the progress bar and keeps its figures for the summary.
+    fn observe(&mut self, step: u64, stats: LossStats, tok_s: f64, eval: Option<EvalReport>) {
+        self.bar.set_position(step);
+        self.bar.set_message(progress_message(&stats, tok_s, eval.as_ref()));
+        if eval.is_some() {
+            self.last_eval = eval;
+        }
+        self.last = stats;
+    }
+
+    /// The summary of this invocation, once the loop has ended at `step`.
+    fn finish(self, ckpt_dir: &Path, step: u64) -> Result<TrainSummary> {
+        self.bar.finish_and_clear();
+        let checkpoint = match self.last_ckpt {
+            Some(p) => p,
+            None => checkpoint::resolve(ckpt_dir)?,
+        };
+        let done = (step - self.start_step) * self.tokens_per_step;
+        Ok(TrainSummary {
+            steps: step,
+            tokens: done,
+            elapsed_s: self.t0.elapsed().as_secs_f64(),
+            tokens_per_s: done as f64 / self.train_time.max(1e-9),
+            last: self.last,
+            eval: self.last_eval,
+            checkpoint,
+            interrupted: self.interrupted,
+        })
+    }
 }
 
 #[derive(Default)]
