@@ -1,6 +1,7 @@
 //! Figure 4 (spec §5): the synthetic task's regime metrics, their text/SVG rendering, and the
 //! experiment that trains the five arms and measures them.
 
+pub mod agreement;
 pub mod metrics;
 pub mod run;
 
