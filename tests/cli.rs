@@ -140,6 +140,14 @@ fn bad_device_is_a_user_error() {
     fails_with(&freet(&["sample", "--checkpoint", ".", "--prompt", "A>", "--device", "tpu"]), &["tpu"]);
 }
 
+#[test]
+fn unknown_bench_choices_are_user_errors_not_defaults() {
+    // Rejected before anything runs, naming the value and the possible ones.
+    fails_with(&freet(&["bench", "run", "--variant", "ft-sparse"]), &["ft-sparse", "baseline, ft, ft-dense"]);
+    fails_with(&freet(&["bench", "run", "--precision", "fp16"]), &["fp16", "fp32, bf16"]);
+    fails_with(&freet(&["bench", "run", "--mode", "infer"]), &["infer", "train, generate"]);
+}
+
 /// The repository's tiny test corpus.
 fn corpus() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-corpus.txt").display().to_string()
