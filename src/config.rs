@@ -1,7 +1,8 @@
 //! Configuration: one TOML file with `[model]`, `[model.latent]`, `[train]` and `[data]` sections,
 //! validated once, with `--set key=value` overrides applied before validation.
 
-use crate::data::tasks::{Task, TaskSpec};
+pub use crate::data::DataConfig;
+use crate::data::tasks::Task;
 use crate::data::{BpeTokenizer, Dataset, SyntheticTask, TextDataset, Tokenizer};
 use crate::model::config::ModelConfig;
 use crate::util::error::{FieldError, one_line, value_err};
@@ -207,35 +208,6 @@ impl TrainConfig {
         }
         Ok(())
     }
-}
-
-/// The training data (`[data]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DataConfig {
-    /// The paper's §4.1 synthetic task (66 characters, 29 symbols).
-    Synthetic,
-    /// A UTF-8 text file: byte tokens, or a BPE's tokens when `tokenizer` is set.
-    Text {
-        /// The text file.
-        path: PathBuf,
-        /// Tokens per training window, including the last target.
-        seq_len: usize,
-        /// Trailing fraction of the tokens held out for validation.
-        #[serde(default = "default_val_fraction")]
-        val_fraction: f64,
-        /// A `tokenizer.json` from `freet tokenizer train` (default: one token per byte); its
-        /// vocabulary size must equal `model.vocab_size` (checked when the data is loaded).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        tokenizer: Option<PathBuf>,
-    },
-    /// A synthetic evaluation task (`task = "hmm_mixture" | "permutation" | "countdown"`, then its
-    /// parameters; see [`crate::data::tasks`]).
-    Task(TaskSpec),
-}
-
-fn default_val_fraction() -> f64 {
-    0.05
 }
 
 /// A whole run: model, training and data.
@@ -513,6 +485,116 @@ kind = "synthetic"
         let (_, enc, table) = c.model.param_counts();
         assert_eq!(table, 256 * 64);
         assert!(enc > 0);
+    }
+}
+
+/// Task configs (`[data] kind = "task"`): parsing, round trips, dataset building and field errors.
+#[cfg(test)]
+mod task_config_tests {
+    use super::*;
+    use crate::data::tasks::{CountdownSpec, HmmSpec, PermutationSpec, TaskSpec};
+
+    const MODEL: &str = "[model]\nd_model = 32\nn_layers = 2\nn_heads = 2\nn_kv_heads = 1\nffn_hidden = 64\n\
+                         [train]\nsteps = 1\nbatch_size = 2\nlr = 1e-3\nseed = 5\n";
+
+    fn run(vocab: usize, max_seq: usize, data: &str) -> String {
+        MODEL.replace("[model]\n", &format!("[model]\nvocab_size = {vocab}\nmax_seq_len = {max_seq}\n")) + data
+    }
+
+    const HMM_TOML: &str = "[data]\nkind = \"task\"\ntask = \"hmm_mixture\"\nk = 64\n";
+    const PERM_TOML: &str =
+        "[data]\nkind = \"task\"\ntask = \"permutation\"\nk = 16\nn = 6\nsymbols = 4\nworld_seed = 3\n";
+    const COUNTDOWN_TOML: &str = "[data]\nkind = \"task\"\ntask = \"countdown\"\n";
+
+    #[test]
+    fn task_configs_round_trip_and_build_datasets() {
+        for (text, vocab, seq_len) in [(HMM_TOML, 8, 64), (PERM_TOML, 5, 13), (COUNTDOWN_TOML, 20, 31)] {
+            let cfg = RunConfig::from_toml_str(&run(vocab, seq_len - 1, text), "test", &[]).unwrap();
+            let DataConfig::Task(spec) = &cfg.data else { panic!("not a task: {:?}", cfg.data) };
+            assert_eq!((spec.vocab_size(), spec.seq_len()), (vocab, seq_len));
+            let back = toml::to_string(&cfg).unwrap();
+            assert!(
+                back.contains("kind = \"task\"") && back.contains(&format!("task = \"{}\"", spec.name())),
+                "{back}"
+            );
+            assert_eq!(RunConfig::from_toml_str(&back, "round trip", &[]).unwrap(), cfg, "{back}");
+            let data = cfg.dataset().unwrap();
+            assert_eq!((data.vocab_size(), data.seq_len()), (vocab, seq_len));
+            assert_eq!(cfg.tokenizer().unwrap(), data.tokenizer());
+            let Dataset::Task(task) = &data else { panic!("not a task dataset") };
+            assert_eq!(task.prompt_len(), spec.prompt_len());
+            // The run seed keys the examples; the world is the spec's.
+            assert_eq!(data.train_batch(0, 0, 2), Task::new(spec, 5).unwrap().train_batch(0, 0, 2));
+        }
+        let cfg = RunConfig::from_toml_str(&run(8, 63, HMM_TOML), "test", &[]).unwrap();
+        let want = HmmSpec { k: 64, symbols: 8, seq_len: 64, alpha: 0.5, prompt_len: 1, world_seed: 0 };
+        assert_eq!(cfg.data, DataConfig::Task(TaskSpec::HmmMixture(want)));
+        let cfg = RunConfig::from_toml_str(&run(20, 30, COUNTDOWN_TOML), "test", &[]).unwrap();
+        let want = CountdownSpec { n_numbers: 4, max_number: 20, max_target: 100 };
+        assert_eq!(cfg.data, DataConfig::Task(TaskSpec::Countdown(want)));
+        // Integers are accepted for alpha, and overrides reach task fields.
+        let cfg = RunConfig::from_toml_str(
+            &run(6, 99, HMM_TOML),
+            "test",
+            &["data.alpha=2".into(), "data.symbols=6".into(), "data.seq_len=100".into()],
+        )
+        .unwrap();
+        assert!(matches!(
+            cfg.data,
+            DataConfig::Task(TaskSpec::HmmMixture(HmmSpec { alpha: 2.0, symbols: 6, seq_len: 100, .. }))
+        ));
+    }
+
+    #[test]
+    fn task_config_errors_name_the_field() {
+        let cases: &[(&str, usize, usize, &str, &str)] = &[
+            (HMM_TOML, 8, 63, "data.k=0", "data.k"),
+            (HMM_TOML, 8, 63, "data.k=100000", "data.k"),
+            (HMM_TOML, 8, 63, "data.symbols=1", "data.symbols"),
+            (HMM_TOML, 8, 63, "data.symbols=63", "data.symbols"),
+            (HMM_TOML, 8, 63, "data.k=20000", "data.k"), // 20000 · 8² entries
+            (HMM_TOML, 8, 63, "data.alpha=0", "data.alpha"),
+            (HMM_TOML, 8, 63, "data.alpha=-1", "data.alpha"),
+            (HMM_TOML, 8, 63, "data.alpha=nan", "data.alpha"),
+            (HMM_TOML, 8, 63, "data.alpha=inf", "data.alpha"),
+            (HMM_TOML, 8, 63, "data.seq_len=1", "data.seq_len"),
+            (HMM_TOML, 8, 63, "data.prompt_len=64", "data.prompt_len"),
+            (HMM_TOML, 8, 63, "data.prompt_len=0", "data.prompt_len"),
+            // Type errors inside the tagged section name the section and the bad value, not the key.
+            (HMM_TOML, 8, 63, "data.k=-3", "integer `-3`, expected usize in `data`"),
+            (HMM_TOML, 8, 63, "data.bogus=1", "bogus"),
+            (HMM_TOML, 8, 63, "data.n=4", "n"),
+            (HMM_TOML, 8, 63, "data.task=\"nope\"", "nope"),
+            (HMM_TOML, 9, 63, "data.k=2", "model.vocab_size"),
+            (HMM_TOML, 8, 62, "data.k=2", "model.max_seq_len"),
+            (PERM_TOML, 5, 12, "data.k=0", "data.k"),
+            (PERM_TOML, 5, 12, "data.n=0", "data.n"),
+            (PERM_TOML, 5, 12, "data.n=2000", "data.n"),
+            (PERM_TOML, 5, 12, "data.symbols=1", "data.symbols"),
+            (PERM_TOML, 5, 12, "data.k=721", "data.k"), // more than 6! permutations
+            (PERM_TOML, 5, 12, "data.alpha=1", "alpha"),
+            (PERM_TOML, 5, 11, "data.k=2", "model.max_seq_len"),
+            (COUNTDOWN_TOML, 20, 30, "data.n_numbers=0", "data.n_numbers"),
+            (COUNTDOWN_TOML, 20, 30, "data.n_numbers=9", "data.n_numbers"),
+            (COUNTDOWN_TOML, 20, 30, "data.max_number=0", "data.max_number"),
+            (COUNTDOWN_TOML, 20, 30, "data.max_number=100000", "data.max_number"),
+            (COUNTDOWN_TOML, 20, 30, "data.max_target=5", "data.max_target"),
+            (COUNTDOWN_TOML, 20, 30, "data.max_target=10000000", "data.max_target"),
+            (COUNTDOWN_TOML, 20, 30, "data.k=3", "k"),
+            (COUNTDOWN_TOML, 29, 30, "data.n_numbers=4", "model.vocab_size"),
+        ];
+        for &(text, vocab, max_seq, o, field) in cases {
+            let e = RunConfig::from_toml_str(&run(vocab, max_seq, text), "test", &[o.to_string()]).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(field), "{o}: {msg}");
+            assert!(!msg.contains('\n'), "{o}: multi-line {msg}");
+        }
+        // Missing required k.
+        let e = RunConfig::from_toml_str(&run(8, 63, "[data]\nkind = \"task\"\ntask = \"hmm_mixture\"\n"), "t", &[]);
+        assert!(e.unwrap_err().to_string().contains("missing field `k`"));
+        // Task::new validates too.
+        let bad = TaskSpec::Permutation(PermutationSpec { k: 3, n: 2, symbols: 4, world_seed: 0 });
+        assert!(Task::new(&bad, 0).unwrap_err().to_string().contains("data.k"));
     }
 }
 

@@ -274,3 +274,31 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::text::tests::corpus;
+    use crate::data::{Dataset, TextDataset};
+
+    #[test]
+    fn bits_per_byte_equals_bits_per_token_for_bytes() {
+        let data = Dataset::Text(TextDataset::from_bytes(corpus(1000, 250), 10, 0.25, 7).unwrap());
+        let val = data.val_batches(3, 4);
+        let predicted: u64 = val.iter().flatten().map(|r| r.len() as u64 - 1).sum();
+        assert_eq!(data.target_bytes(&val), Some(predicted));
+        let report = EvalReport { tokens: predicted, prior_ce: Some(1.3), elbo: Some(1.7), ..Default::default() }
+            .with_target_bytes(data.target_bytes(&val));
+        let b = report.bits_per_byte.clone().expect("text data has bits per byte");
+        assert_eq!(b.bytes, predicted);
+        assert!((b.prior_ce.unwrap() - 1.3 / std::f64::consts::LN_2).abs() < 1e-12);
+        assert!((b.elbo.unwrap() - 1.7 / std::f64::consts::LN_2).abs() < 1e-12);
+        assert_eq!(b.ce, None);
+        // With BPE tokens the same nats spread over more bytes.
+        let bpe_report = EvalReport { tokens: 10, ce: Some(2.0), ..Default::default() }.with_target_bytes(Some(25));
+        let want = 2.0 * 10.0 / std::f64::consts::LN_2 / 25.0;
+        assert!((bpe_report.bits_per_byte.unwrap().ce.unwrap() - want).abs() < 1e-12);
+        assert!(report.render().contains("bits/byte"));
+        assert!(EvalReport::default().with_target_bytes(None).bits_per_byte.is_none());
+    }
+}

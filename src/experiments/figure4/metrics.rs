@@ -23,22 +23,14 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-/// Number of prompt characters (`L>`).
-pub const PROMPT_LEN: usize = 2;
-/// Number of body characters generated after the prompt.
-pub const BODY_LEN: usize = 64;
-/// Length of a full sample (prompt plus body).
-pub const SEQ_LEN: usize = PROMPT_LEN + BODY_LEN;
-/// Length of the target run of the prompt letter.
-pub const TARGET_LEN: usize = 8;
-/// Largest possible target start in the body.
-pub const MAX_TARGET_START: usize = BODY_LEN - TARGET_LEN;
-/// Noise character that may overwrite any body position.
-pub const NOISE_CHAR: char = '!';
-/// Background character of the body.
-pub const BLANK_CHAR: char = '_';
-/// Separator ending the prompt.
-pub const PROMPT_SEP: char = '>';
+/// The synthetic task's geometry and symbols, defined once in [`crate::data::synthetic`]: prompt,
+/// body, sequence and target lengths, the largest target start, and the noise, blank and
+/// prompt-separator characters.
+pub use crate::data::synthetic::{
+    SYNTH_BLANK_CHAR as BLANK_CHAR, SYNTH_BODY_LEN as BODY_LEN, SYNTH_LEN as SEQ_LEN,
+    SYNTH_MAX_TARGET_START as MAX_TARGET_START, SYNTH_NOISE_CHAR as NOISE_CHAR, SYNTH_PROMPT_LEN as PROMPT_LEN,
+    SYNTH_PROMPT_SEP as PROMPT_SEP, SYNTH_TARGET_LEN as TARGET_LEN,
+};
 /// Position agreement expected for two independent uniform target starts (1/57).
 pub const CHANCE_POSITION_AGREEMENT: f64 = 1.0 / (MAX_TARGET_START as f64 + 1.0);
 
