@@ -20,8 +20,6 @@ pub use self::synthetic::{
     SYNTH_BODY_LEN, SYNTH_LEN, SYNTH_NOISE_P, SYNTH_TARGET_LEN, SYNTH_VOCAB, SyntheticTask, synthetic_sample,
 };
 pub use self::text::TextDataset;
-/// The byte-level BPE module, also reachable here as `data::bpe`.
-pub use self::tokenizer::bpe;
 use self::tokenizer::bpe::BpeError;
 pub use self::tokenizer::{BYTES_VOCAB, BpeTokenizer, Tokenizer};
 pub use crate::util::rng::stream_seed;

@@ -8,7 +8,7 @@
 
 use crate::config::RunConfig;
 use crate::data::Tokenizer;
-use crate::data::bpe::{BpeRecord, BpeTokenizer};
+use crate::data::tokenizer::bpe::{BpeRecord, BpeTokenizer};
 use crate::model::FreeTransformer;
 use crate::model::config::ModelConfig;
 use crate::train::optim::AdamW;
@@ -148,7 +148,7 @@ pub fn save(
             fsync_file(&p)?;
         }
         if let Tokenizer::Bpe(bpe) = &tokenizer {
-            write_file_synced(&tmp.join(crate::data::bpe::TOKENIZER_FILE), bpe.json().as_bytes())?;
+            write_file_synced(&tmp.join(crate::data::tokenizer::bpe::TOKENIZER_FILE), bpe.json().as_bytes())?;
         }
         let cj = serde_json::to_vec_pretty(&config_json(model.config(), &tokenizer)?)?;
         write_file_synced(&tmp.join(CONFIG_FILE), &cj)?;

@@ -22,13 +22,13 @@ pub(crate) struct TokenizerTrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// Minimum count of a pair for it to be merged.
-    #[arg(long, default_value_t = freet::data::bpe::DEFAULT_MIN_FREQUENCY)]
+    #[arg(long, default_value_t = freet::data::tokenizer::bpe::DEFAULT_MIN_FREQUENCY)]
     min_frequency: u64,
 }
 
 /// `freet tokenizer train`: trains a byte-level BPE and writes its tokenizer.json.
 pub(crate) fn cmd_tokenizer_train(a: TokenizerTrainArgs) -> Result<()> {
-    let t = freet::data::bpe::train(&a.files, a.vocab_size, a.min_frequency)?;
+    let t = freet::data::tokenizer::bpe::train(&a.files, a.vocab_size, a.min_frequency)?;
     freet::util::fs::write_atomic(&a.out, t.tokenizer.json().as_bytes())
         .with_context(|| format!("cannot write {}", a.out.display()))?;
     println!(
