@@ -1,12 +1,67 @@
-//! The one arm runner shared by Figure 4 and `freet compare`: train an arm, or reuse the run
-//! already trained to its final step with exactly the same config.
+//! The one arm runner shared by Figure 4 and `freet compare`: build an arm's run config (the
+//! experiment's `--quick` overrides, then the user's, then the arm's own), then train it, or reuse
+//! the run already trained to its final step with exactly the same config.
 
 use crate::config::RunConfig;
 use crate::model::FreeTransformer;
 use crate::train::checkpoint;
 use crate::train::{TrainOptions, train};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use tch::Device;
+
+/// The overrides every arm of an experiment starts from: its `--quick` set when `quick`, then the
+/// user's `extra` overrides (so that the user's win).
+pub fn quick_overrides(quick: bool, quick_set: &[&str], extra: &[String]) -> Vec<String> {
+    let mut overrides: Vec<String> = if quick { quick_set.iter().map(|s| s.to_string()).collect() } else { vec![] };
+    overrides.extend(extra.iter().cloned());
+    overrides
+}
+
+/// How an experiment trains its arms: the same device, progress bars, stop flag and `--reuse` for
+/// every arm, and a tag that prefixes the progress lines.
+#[derive(Debug, Clone)]
+pub struct ArmRunner {
+    /// Device to train on.
+    pub device: Device,
+    /// Progress bars while training.
+    pub progress: bool,
+    /// Stop flag (SIGINT/SIGTERM).
+    pub stop: Arc<AtomicBool>,
+    /// Reuse a run already trained to its final step with exactly the same config.
+    pub reuse: bool,
+    /// Prefix of the progress lines (`figure4`, `compare`).
+    pub tag: &'static str,
+}
+
+impl ArmRunner {
+    /// Parses the arm's run config from `text` (named `source` in errors) with `overrides`, then
+    /// trains it in `dir` or reuses the run there (see [`train_or_reuse`]); a training error is
+    /// prefixed with `label`. Returns the config with the finished run.
+    pub fn run(
+        &self,
+        label: &str,
+        text: &str,
+        source: &str,
+        overrides: &[String],
+        dir: &Path,
+    ) -> Result<(RunConfig, Finished)> {
+        let run = RunConfig::from_toml_str(text, source, overrides)?;
+        let finished = self.train(&run, dir).with_context(|| label.to_string())?;
+        Ok((run, finished))
+    }
+
+    /// Trains `run` in `dir`, or reuses the run there, with this runner's options.
+    pub fn train(&self, run: &RunConfig, dir: &Path) -> Result<Finished> {
+        let mut topts = TrainOptions::new(dir);
+        topts.device = self.device;
+        topts.progress = self.progress;
+        topts.stop = Arc::clone(&self.stop);
+        train_or_reuse(run, &topts, self.reuse, self.tag)
+    }
+}
 
 /// A finished run: trained by this call, or reused from an earlier one.
 #[derive(Debug)]

@@ -1,4 +1,5 @@
-//! Small statistics for seed comparisons: mean and a Student-t 95 % confidence interval.
+//! Small statistics: the mean and its standard error (Figure 4's group averages), and for seed
+//! comparisons a Student-t 95 % confidence interval.
 
 use serde::Serialize;
 
@@ -17,6 +18,22 @@ pub fn t975(df: usize) -> f64 {
     }
 }
 
+/// Arithmetic mean; `None` for no values. Non-finite values are kept (they make the mean non-finite).
+pub fn mean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+/// Standard error of the mean, `s / √n` with the unbiased (n - 1) variance; `None` below 2 values.
+pub fn standard_error(xs: &[f64]) -> Option<f64> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let m = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
+    Some((var / n).sqrt())
+}
+
 /// Mean and 95 % confidence half-width of a set of per-seed values.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct MeanCi {
@@ -29,20 +46,12 @@ pub struct MeanCi {
 }
 
 impl MeanCi {
-    /// Mean ± t·s/√n over the finite values of `v`.
+    /// Mean ± t·s/√n ([`standard_error`] times [`t975`]) over the finite values of `v`.
     pub fn of(v: &[f64]) -> Option<MeanCi> {
         let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
         let n = v.len();
-        if n == 0 {
-            return None;
-        }
-        let mean = v.iter().sum::<f64>() / n as f64;
-        let ci95 = if n < 2 {
-            f64::NAN
-        } else {
-            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-            t975(n - 1) * (var / n as f64).sqrt()
-        };
+        let mean = mean(&v)?;
+        let ci95 = standard_error(&v).map_or(f64::NAN, |se| t975(n - 1) * se);
         Some(MeanCi { mean, ci95, n })
     }
 
@@ -72,5 +81,19 @@ mod tests {
         assert!(MeanCi::of(&[]).is_none());
         assert_eq!(t975(100), 1.96);
         assert!(t975(0).is_nan());
+    }
+
+    #[test]
+    fn mean_and_standard_error_match_hand_values() {
+        // {1, 0}: mean 0.5, s² = 0.5 (n - 1 = 1), se = √0.5 / √2 = 0.5.
+        assert_eq!(mean(&[1.0, 0.0]), Some(0.5));
+        assert!((standard_error(&[1.0, 0.0]).unwrap() - 0.5).abs() < 1e-12);
+        assert_eq!(standard_error(&[1.0, 1.0]), Some(0.0));
+        assert_eq!((mean(&[]), standard_error(&[3.0])), (None, None));
+        // Unlike MeanCi::of, these keep non-finite values.
+        assert!(mean(&[1.0, f64::NAN]).unwrap().is_nan());
+        // MeanCi's half-width is t975(n - 1) times the standard error of its finite values.
+        let m = MeanCi::of(&[1.0, 2.0, 4.0, f64::INFINITY]).unwrap();
+        assert_eq!(m.ci95, t975(2) * standard_error(&[1.0, 2.0, 4.0]).unwrap());
     }
 }

@@ -6,10 +6,9 @@ use crate::config::RunConfig;
 use crate::data::{SYNTH_LEN, Tokenizer};
 use crate::eval::{EvalReport, evaluate};
 use crate::experiments::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
-use crate::experiments::harness::{Finished, train_or_reuse};
+use crate::experiments::harness::{ArmRunner, Finished, quick_overrides};
 use crate::generate::{GenerationZ, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
-use crate::train::TrainOptions;
 use crate::util::rng::stream_seed;
 use anyhow::{Context, Result};
 use rand::{Rng, SeedableRng};
@@ -111,71 +110,90 @@ pub struct ArmSamples {
 pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&o.report_dir).with_context(|| format!("cannot create {}", o.report_dir.display()))?;
+    let runner =
+        ArmRunner { device: o.device, progress: o.progress, stop: Arc::clone(&o.stop), reuse: o.reuse, tag: "figure4" };
+    let overrides = quick_overrides(o.quick, &QUICK, &o.overrides);
     let mut results = Vec::new();
     let mut all_samples = Vec::new();
     let mut configs = Vec::new();
     for (name, text) in ARMS {
-        let mut overrides: Vec<String> = if o.quick { QUICK.iter().map(|s| s.to_string()).collect() } else { vec![] };
-        overrides.extend(o.overrides.iter().cloned());
-        let run = RunConfig::from_toml_str(text, &format!("experiments/figure4/{name}.toml"), &overrides)?;
+        let source = format!("experiments/figure4/{name}.toml");
         let dir = o.out.join("models").join(name);
-        let mut topts = TrainOptions::new(&dir);
-        topts.device = o.device;
-        topts.progress = o.progress;
-        topts.stop = Arc::clone(&o.stop);
-        // A reused arm's training time is the one logged when it was trained (marked in the report).
-        let Finished { model, train_seconds, reused } =
-            train_or_reuse(&run, &topts, o.reuse, "figure4").with_context(|| format!("arm {name}"))?;
-        eprintln!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size);
-        let val = run.dataset()?.val_batches(run.train.eval_batches, run.train.batch_size);
-        let eval = evaluate(&model, &val, 4, run.train.seed);
-        let kappa_bits = run.model.latent().and_then(|l| l.kappa_bits).map(|k| k.0);
-        let samples = regime_samples(&model, name, o.groups, o.group_size, run.train.seed)?;
-        let fresh = figure4::aggregate(&samples.fresh, &samples.letters)?;
-        let shared = figure4::aggregate(&samples.shared, &samples.letters)?;
-        let panel = figure_panel(&model, name, kappa_bits, run.train.seed)?;
-        eprintln!(
-            "[figure4] {name}: validity {} / {}, position agreement {} / {}, noise agreement {} / {} (fresh / shared)",
-            fmt(fresh.validity),
-            fmt(shared.validity),
-            fmt(fresh.position_agreement),
-            fmt(shared.position_agreement),
-            fmt(fresh.noise_agreement),
-            fmt(shared.noise_agreement)
-        );
+        let (run, finished) = runner.run(&format!("arm {name}"), text, &source, &overrides, &dir)?;
+        let (result, samples) = measure_arm(name, &run, finished, o)?;
         all_samples.push(samples);
         configs.push(run);
-        results.push(ArmResult {
-            name: name.into(),
-            kappa_bits,
-            train_seconds,
-            reused,
-            steps: configs.last().map_or(0, |r| r.train.steps),
-            eval,
-            fresh,
-            shared,
-            panel,
-        });
+        results.push(result);
     }
     let total = t0.elapsed().as_secs_f64();
+    write_report(&results, &all_samples, &configs[1], o, total)?;
+    Ok(results)
+}
+
+/// Evaluates one trained arm, samples its regime groups and its figure panel, and logs the headline.
+fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Options) -> Result<(ArmResult, ArmSamples)> {
+    // A reused arm's training time is the one logged when it was trained (marked in the report).
+    let Finished { model, train_seconds, reused } = finished;
+    eprintln!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size);
+    let val = run.dataset()?.val_batches(run.train.eval_batches, run.train.batch_size);
+    let eval = evaluate(&model, &val, 4, run.train.seed);
+    let kappa_bits = run.model.latent().and_then(|l| l.kappa_bits).map(|k| k.0);
+    let samples = regime_samples(&model, name, o.groups, o.group_size, run.train.seed)?;
+    let fresh = figure4::aggregate(&samples.fresh, &samples.letters)?;
+    let shared = figure4::aggregate(&samples.shared, &samples.letters)?;
+    let panel = figure_panel(&model, name, kappa_bits, run.train.seed)?;
+    eprintln!(
+        "[figure4] {name}: validity {} / {}, position agreement {} / {}, noise agreement {} / {} (fresh / shared)",
+        fmt(fresh.validity),
+        fmt(shared.validity),
+        fmt(fresh.position_agreement),
+        fmt(shared.position_agreement),
+        fmt(fresh.noise_agreement),
+        fmt(shared.noise_agreement)
+    );
+    let result = ArmResult {
+        name: name.into(),
+        kappa_bits,
+        train_seconds,
+        reused,
+        steps: run.train.steps,
+        eval,
+        fresh,
+        shared,
+        panel,
+    };
+    Ok((result, samples))
+}
+
+/// Writes `figure4.svg`, `figure4.txt`, `results.json`, `samples.json` and `figure4.md`; `ft` is the
+/// Free Transformer config whose model and training settings the report quotes for every arm.
+fn write_report(
+    results: &[ArmResult],
+    samples: &[ArmSamples],
+    ft: &RunConfig,
+    o: &Figure4Options,
+    total: f64,
+) -> Result<()> {
     let panels: Vec<Panel> = results.iter().map(|r| r.panel.clone()).collect();
     let svg = figure4::render_svg(&panels);
     let text = figure4::render_text(&panels, false);
     let write = |name: &str, bytes: &[u8]| crate::util::fs::write_atomic(&o.report_dir.join(name), bytes);
     write("figure4.svg", svg.as_bytes())?;
     write("figure4.txt", text.as_bytes())?;
-    write("results.json", serde_json::to_string_pretty(&results)?.as_bytes())?;
-    write("samples.json", serde_json::to_string(&all_samples)?.as_bytes())?;
-    let md = report_markdown(&results, &configs[1], o, total, &text);
+    write("results.json", serde_json::to_string_pretty(results)?.as_bytes())?;
+    write("samples.json", serde_json::to_string(samples)?.as_bytes())?;
+    let md = report_markdown(results, ft, o, total, &text);
     write("figure4.md", md.as_bytes())?;
     eprintln!("[figure4] done in {total:.0} s; report: {}", o.report_dir.join("figure4.md").display());
-    Ok(results)
+    Ok(())
 }
 
+/// Token ids of the prompt `L>` for the letter `L`.
 fn letter_ids(letter: char) -> Vec<i64> {
     Tokenizer::Synthetic.encode(&format!("{letter}>")).expect("valid prompt").into_iter().map(i64::from).collect()
 }
 
+/// Generated rows back to full sample strings (prompt included).
 fn decode(tokens: &Tensor) -> Result<Vec<String>> {
     Ok(decode_rows(&Tokenizer::Synthetic, tokens)?)
 }
@@ -203,8 +221,10 @@ fn regime_samples(model: &FreeTransformer, name: &str, groups: usize, k: usize, 
     Ok(ArmSamples { name: name.into(), letters, fresh: split(fresh), shared: split(shared) })
 }
 
-/// The paper's panel: one random prompt, a blue group (fresh Z) and two green groups (shared Z).
-fn figure_panel(model: &FreeTransformer, name: &str, kappa_bits: Option<f64>, seed: u64) -> Result<Panel> {
+/// The paper's Figure 4 panel for one model: five samples of one prompt letter drawn from `seed`,
+/// as a blue group (each sample its own Z) and two green groups (one shared Z each, `z_seed` 11
+/// and 12); titled by κ ([`figure4::kappa_title`]), or `"{name} (no latent)"` without a latent.
+pub fn figure_panel(model: &FreeTransformer, name: &str, kappa_bits: Option<f64>, seed: u64) -> Result<Panel> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &[0xf16, 4]));
     let letter = (b'A' + rng.random_range(0..26u8)) as char;
     let prompts = vec![letter_ids(letter); 5];
@@ -223,10 +243,12 @@ fn figure_panel(model: &FreeTransformer, name: &str, kappa_bits: Option<f64>, se
     Ok(Panel { title, groups })
 }
 
+/// A metric with 3 decimals, or `–` when undefined.
 fn fmt(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.3}"))
 }
 
+/// A metric with its standard error (`0.500 ± 0.100`), or as [`fmt`] without one.
 fn fmt_se(v: Option<f64>, se: Option<f64>) -> String {
     match (v, se) {
         (Some(v), Some(se)) => format!("{v:.3} ± {se:.3}"),
@@ -234,7 +256,22 @@ fn fmt_se(v: Option<f64>, se: Option<f64>) -> String {
     }
 }
 
+/// The report `figure4.md`: how it was produced, the regime table, the paper's reading and the figure.
 fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, total_s: f64, text: &str) -> String {
+    let mut s = report_header(results, ft, o, total_s);
+    s += &regime_table(results);
+    s += "\nThe paper's reading (spec §5.3): at 1/64 bit Z is unused (shared ≈ fresh); at 1/8 bit shared groups agree \
+          on the position but not the noise; at 1 bit on both; at 8 bits the samples break (validity drops). The \
+          table reports what this run measured, whatever it is. The NLL column never shows a posterior CE: a Free \
+          Transformer's figures are upper bounds (ELBO; CE with prior Z), the baseline's is exact.\n\n";
+    s += "## The figure\n\n![Figure 4 grid](figure4.svg)\n\n```text\n";
+    s += text;
+    s += "```\n\nRaw numbers: `results.json`; every sample behind the metrics: `samples.json`.\n";
+    s
+}
+
+/// Title, provenance (command, date, machine, time, quick mode, reused arms) and the arms' settings.
+fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, total_s: f64) -> String {
     let m = &ft.model;
     let t = &ft.train;
     let mut s = String::new();
@@ -272,6 +309,12 @@ fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, to
         o.groups,
         o.group_size
     );
+    s
+}
+
+/// The regime table: what fresh and shared mean, then one row per arm.
+fn regime_table(results: &[ArmResult]) -> String {
+    let mut s = String::new();
     s += "## Regimes\n\n";
     s += "Fresh: every sample in a group draws its own Z. Shared: the samples of a group share one Z drawn from the \
           prior. Position agreement: fraction of pairs of valid samples whose target starts at the same index \
@@ -282,35 +325,33 @@ fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, to
     s += "| arm | validity fresh / shared | position agreement fresh | position agreement shared | noise agreement fresh | noise agreement shared | `!` rate (data 0.0625) | letter correct | KL bits/token | honest NLL (nats/token) | train min |\n";
     s += "|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in results {
-        let nll = match (r.eval.ce, r.eval.elbo, r.eval.prior_ce) {
-            (Some(ce), _, _) => format!("{ce:.3} (exact)"),
-            (None, Some(elbo), Some(prior)) => format!("ELBO {elbo:.3}; prior-Z CE {prior:.3}"),
-            _ => "–".into(),
-        };
-        let kl = r.eval.kl_nats.map(|k| k / std::f64::consts::LN_2);
-        s += &format!(
-            "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}{} |\n",
-            r.panel.title,
-            fmt(r.fresh.validity),
-            fmt(r.shared.validity),
-            fmt_se(r.fresh.position_agreement, r.fresh.position_agreement_se),
-            fmt_se(r.shared.position_agreement, r.shared.position_agreement_se),
-            fmt_se(r.fresh.noise_agreement, r.fresh.noise_agreement_se),
-            fmt_se(r.shared.noise_agreement, r.shared.noise_agreement_se),
-            fmt(r.shared.bang_rate),
-            fmt(r.shared.letter_correct),
-            fmt(kl),
-            nll,
-            r.train_seconds / 60.0,
-            if r.reused { " (reused)" } else { "" }
-        );
+        s += &regime_row(r);
     }
-    s += "\nThe paper's reading (spec §5.3): at 1/64 bit Z is unused (shared ≈ fresh); at 1/8 bit shared groups agree \
-          on the position but not the noise; at 1 bit on both; at 8 bits the samples break (validity drops). The \
-          table reports what this run measured, whatever it is. The NLL column never shows a posterior CE: a Free \
-          Transformer's figures are upper bounds (ELBO; CE with prior Z), the baseline's is exact.\n\n";
-    s += "## The figure\n\n![Figure 4 grid](figure4.svg)\n\n```text\n";
-    s += text;
-    s += "```\n\nRaw numbers: `results.json`; every sample behind the metrics: `samples.json`.\n";
     s
+}
+
+/// One arm's row of the regime table.
+fn regime_row(r: &ArmResult) -> String {
+    let nll = match (r.eval.ce, r.eval.elbo, r.eval.prior_ce) {
+        (Some(ce), _, _) => format!("{ce:.3} (exact)"),
+        (None, Some(elbo), Some(prior)) => format!("ELBO {elbo:.3}; prior-Z CE {prior:.3}"),
+        _ => "–".into(),
+    };
+    let kl = r.eval.kl_nats.map(|k| k / std::f64::consts::LN_2);
+    format!(
+        "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}{} |\n",
+        r.panel.title,
+        fmt(r.fresh.validity),
+        fmt(r.shared.validity),
+        fmt_se(r.fresh.position_agreement, r.fresh.position_agreement_se),
+        fmt_se(r.shared.position_agreement, r.shared.position_agreement_se),
+        fmt_se(r.fresh.noise_agreement, r.fresh.noise_agreement_se),
+        fmt_se(r.shared.noise_agreement, r.shared.noise_agreement_se),
+        fmt(r.shared.bang_rate),
+        fmt(r.shared.letter_correct),
+        fmt(kl),
+        nll,
+        r.train_seconds / 60.0,
+        if r.reused { " (reused)" } else { "" }
+    )
 }

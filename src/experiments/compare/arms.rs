@@ -1,0 +1,67 @@
+//! The arms of a comparison: a baseline, a parameter-matched baseline and one Free Transformer per
+//! κ, each a set of overrides on the task config.
+
+use crate::config::RunConfig;
+use crate::model::config::KappaBits;
+use serde::Serialize;
+
+/// One arm: a name and the overrides that make it from the task config.
+#[derive(Debug, Clone, Serialize)]
+pub struct Arm {
+    /// "baseline", "baseline+1" or "FT κ=…".
+    pub name: String,
+    /// κ in bits for Free Transformer arms.
+    pub kappa_bits: Option<f64>,
+    /// Overrides applied to the task config.
+    pub overrides: Vec<String>,
+}
+
+/// The arms of a comparison: baseline (L blocks), matched baseline (L+1 blocks), then one Free
+/// Transformer per κ.
+pub fn arms(base: &RunConfig, kappas: &[KappaBits]) -> Vec<Arm> {
+    let l = base.model.n_layers;
+    let mut v = vec![
+        Arm { name: "baseline".into(), kappa_bits: None, overrides: vec!["model.latent.enabled=false".into()] },
+        Arm {
+            name: "baseline+1".into(),
+            kappa_bits: None,
+            overrides: vec!["model.latent.enabled=false".into(), format!("model.n_layers={}", l + 1)],
+        },
+    ];
+    for k in kappas {
+        v.push(Arm {
+            name: format!(
+                "FT κ={}",
+                crate::experiments::figure4::kappa_title(k.0)
+                    .trim_start_matches("κ = ")
+                    .replace(" bits", "")
+                    .replace(" bit", "")
+            ),
+            kappa_bits: Some(k.0),
+            overrides: vec!["model.latent.enabled=true".into(), format!("model.latent.kappa_bits={}", k.0)],
+        });
+    }
+    v
+}
+
+/// The directory name of an arm's runs: `FT κ=1/4` → `ft-kappa-1_4`, `baseline+1` → `baseline-plus1`.
+pub(super) fn slug(name: &str) -> String {
+    name.replace("FT κ=", "ft-kappa-").replace('/', "_").replace('+', "-plus").replace(' ', "-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::base_config;
+    use super::super::tests::opts;
+    use super::*;
+
+    #[test]
+    fn arms_are_baseline_matched_baseline_and_one_ft_per_kappa() {
+        let (_, base) = base_config(&opts("permutation")).unwrap();
+        let a = arms(&base, &[KappaBits(0.25), KappaBits(2.0)]);
+        let names: Vec<&str> = a.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["baseline", "baseline+1", "FT κ=1/4", "FT κ=2"]);
+        assert!(a[1].overrides.contains(&format!("model.n_layers={}", base.model.n_layers + 1)));
+        assert_eq!((slug("FT κ=1/4"), slug("baseline+1")), ("ft-kappa-1_4".into(), "baseline-plus1".into()));
+    }
+}

@@ -1,0 +1,230 @@
+//! What is measured on each trained run of a comparison: the held-out evaluation with honest
+//! bounds, posterior collapse, and the task's exact scores (excess NLL over the Bayes optimum,
+//! generation-scored validity, coverage, consistency and pass@k).
+
+use super::CompareOptions;
+use super::arms::Arm;
+use crate::config::RunConfig;
+use crate::data::tasks::{Countdown, Permutation, Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
+use crate::data::{Dataset, Split};
+use crate::eval::{BitsPerByte, EvalOptions, EvalReport, evaluate_with};
+use crate::generate::{GenerationZ, SampleOptions, generate_batch};
+use crate::model::FreeTransformer;
+use crate::report::stats::mean;
+use crate::util::rng::stream_seed;
+use anyhow::{Result, anyhow};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tch::{Device, Tensor};
+
+/// KL below this fraction of κ at the end of training counts as posterior collapse (spec §7).
+pub const COLLAPSE_FRACTION: f64 = 0.01;
+
+/// Everything measured on one trained run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// Arm name.
+    pub arm: String,
+    /// κ in bits (FT arms).
+    pub kappa_bits: Option<f64>,
+    /// `train.seed`.
+    pub seed: u64,
+    /// Training seconds (for a run reused with `--reuse`, the time logged when it was trained).
+    pub train_seconds: f64,
+    /// (decoder, encoder, table E) parameters.
+    pub params: (usize, usize, usize),
+    /// Held-out evaluation.
+    pub eval: EvalReport,
+    /// Posterior collapse: final KL below [`COLLAPSE_FRACTION`] of κ.
+    pub collapsed: bool,
+    /// Task metrics by name.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Evaluates one trained run of `arm`: the held-out bounds, collapse, and (on a task) its scores.
+pub(super) fn evaluate_run(
+    model: &FreeTransformer,
+    run: &RunConfig,
+    arm: &Arm,
+    seed: u64,
+    train_seconds: f64,
+    o: &CompareOptions,
+) -> Result<RunResult> {
+    let data = run.dataset()?;
+    let val = data.val_batches(run.train.eval_batches, run.train.batch_size);
+    // The same evaluation draws for every arm and seed.
+    let opts = EvalOptions { prior_samples: o.prior_samples, iwae_samples: o.iwae_samples, seed: 0xe7a1 };
+    let eval = evaluate_with(model, &val, &opts).with_target_bytes(data.target_bytes(&val));
+    let mut metrics = BTreeMap::new();
+    let nll = eval.headline_nats();
+    metrics.insert("nll".to_string(), nll);
+    for (k, v) in [("elbo", eval.elbo), ("prior_ce", eval.prior_ce)] {
+        if let Some(v) = v {
+            metrics.insert(k.to_string(), v);
+        }
+    }
+    if let Some(v) = eval.bits_per_byte.as_ref().map(BitsPerByte::headline).filter(|v| v.is_finite()) {
+        metrics.insert("bits_per_byte".into(), v);
+    }
+    let kl_bits = eval.kl_nats.map(|k| k / std::f64::consts::LN_2);
+    if let Some(k) = kl_bits {
+        metrics.insert("kl_bits".into(), k);
+    }
+    if let Some(d) = eval.dead_bits {
+        metrics.insert("dead_bits".into(), d as f64);
+    }
+    let collapsed = match (arm.kappa_bits, kl_bits) {
+        (Some(kappa), Some(kl)) => kl < COLLAPSE_FRACTION * kappa,
+        _ => false,
+    };
+    if let Dataset::Task(task) = &data {
+        task_metrics(model, task, &val, nll, seed, o, &mut metrics)?;
+    }
+    Ok(RunResult {
+        arm: arm.name.clone(),
+        kappa_bits: arm.kappa_bits,
+        seed,
+        train_seconds,
+        params: run.model.param_counts(),
+        eval,
+        collapsed,
+        metrics,
+    })
+}
+
+/// Exact task scores: excess NLL over the Bayes optimum where it is known; generation-scored
+/// metrics from samples drawn as in inference (prompt through the encoder, prior codes after).
+fn task_metrics(
+    model: &FreeTransformer,
+    task: &Task,
+    val: &[Vec<Vec<u32>>],
+    nll: f64,
+    seed: u64,
+    o: &CompareOptions,
+    m: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let rows: Vec<&Vec<u32>> = val.iter().flatten().collect();
+    if let Ok(bayes) = task.bayes_nll_per_token(&rows) {
+        m.insert("bayes_nll".into(), bayes);
+        m.insert("excess_nll_bits_per_seq".into(), excess_nll_bits_per_seq(nll, bayes, task.seq_len() - 1));
+    }
+    if matches!(task, Task::HmmMixture(_)) {
+        return Ok(());
+    }
+    let drawn = PromptSamples::draw(model, task, seed, o)?;
+    match task {
+        Task::Permutation(perm) => permutation_metrics(model, task, perm, &drawn, seed, m)?,
+        Task::Countdown(cd) => countdown_metrics(cd, &drawn, m),
+        Task::HmmMixture(_) => {}
+    }
+    Ok(())
+}
+
+/// `k` completions with fresh Z for each of the first validation prompts, as in inference.
+struct PromptSamples {
+    /// The prompts (the first `o.prompts` validation examples, cut to the task's prompt length).
+    prompts: Vec<Vec<u32>>,
+    /// Samples per prompt.
+    k: usize,
+    /// Prompt length in tokens.
+    p_len: usize,
+    /// The sampling options they were drawn with (reused for the shared-Z draws).
+    sopts: SampleOptions,
+    /// Completions, `k` consecutive ones per prompt.
+    samples: Vec<Vec<u32>>,
+}
+
+impl PromptSamples {
+    /// Draws `o.samples` (at least 1) completions of each of `o.prompts` validation prompts.
+    fn draw(model: &FreeTransformer, task: &Task, seed: u64, o: &CompareOptions) -> Result<PromptSamples> {
+        let (p_len, new) = (task.prompt_len(), task.seq_len() - task.prompt_len());
+        let prompts: Vec<Vec<u32>> =
+            (0..o.prompts as u64).map(|i| task.example_ids(Split::Val, i)[..p_len].to_vec()).collect();
+        let k = o.samples.max(1);
+        let batch: Vec<Vec<i64>> =
+            prompts.iter().flat_map(|p| std::iter::repeat_n(p.iter().map(|&v| i64::from(v)).collect(), k)).collect();
+        let sopts = SampleOptions { max_new_tokens: new, seed: stream_seed(seed, &[0xc0e5]), ..Default::default() };
+        let out = generate_batch(model, &batch, &sopts, GenerationZ::Fresh)?;
+        let samples = completions(&out.tokens, p_len)?;
+        Ok(PromptSamples { prompts, k, p_len, sopts, samples })
+    }
+}
+
+/// Permutation scores: validity, coverage of the hidden permutations, and consistency of
+/// independent samples and (with a latent) of samples sharing one prior Z.
+fn permutation_metrics(
+    model: &FreeTransformer,
+    task: &Task,
+    perm: &Permutation,
+    d: &PromptSamples,
+    seed: u64,
+    m: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    let k = d.k;
+    let mut sets = vec![];
+    let mut valid = 0usize;
+    for (i, c) in d.samples.iter().enumerate() {
+        let s = perm.matching_ks(&d.prompts[i / k], c).unwrap_or_default();
+        valid += usize::from(!s.is_empty());
+        sets.push(s);
+    }
+    m.insert("validity".into(), valid as f64 / d.samples.len() as f64);
+    let valid_sets: Vec<Vec<usize>> = sets.iter().filter(|s| !s.is_empty()).cloned().collect();
+    m.insert("coverage".into(), coverage(&valid_sets, perm.n_perms()).normalized);
+    // Independent samples of the same prompt: how often two pick the same permutation.
+    let per_prompt: Vec<f64> = sets.chunks(k).filter_map(consistency).collect();
+    if let Some(v) = mean(&per_prompt) {
+        m.insert("consistency_independent".into(), v);
+    }
+    if let Some(v) = shared_z_consistency(model, task, perm, d, seed)? {
+        m.insert("consistency_shared_z".into(), v);
+    }
+    Ok(())
+}
+
+/// One shared prior Z per group of different prompts: does Z pick the permutation? Mean
+/// consistency over the groups; `None` without a latent or without a scorable group.
+fn shared_z_consistency(
+    model: &FreeTransformer,
+    task: &Task,
+    perm: &Permutation,
+    d: &PromptSamples,
+    seed: u64,
+) -> Result<Option<f64>> {
+    let Some(lat) = model.latent() else { return Ok(None) };
+    let prompts = &d.prompts;
+    let ids: Vec<u64> = (0..prompts.len() as u64).map(|i| i % d.k as u64).collect();
+    let z = lat.mapper.prior_codes(stream_seed(seed, &[0x5a2e]), &ids, 0, (task.seq_len() - 1) as i64, model.device());
+    let one: Vec<Vec<i64>> = prompts.iter().map(|p| p.iter().map(|&v| i64::from(v)).collect()).collect();
+    let g = generate_batch(model, &one, &d.sopts, GenerationZ::Pinned(&z))?;
+    let comp = completions(&g.tokens, d.p_len)?;
+    let mut groups: BTreeMap<u64, Vec<Vec<usize>>> = BTreeMap::new();
+    for (i, c) in comp.iter().enumerate() {
+        groups.entry(ids[i]).or_default().push(perm.matching_ks(&prompts[i], c).unwrap_or_default());
+    }
+    let per_group: Vec<f64> = groups.values().filter_map(|g| consistency(g)).collect();
+    Ok(mean(&per_group))
+}
+
+/// Countdown scores per prompt, averaged: pass@1, pass@8 (pass@k for k < 8 samples) and the
+/// number of distinct valid answers.
+fn countdown_metrics(cd: &Countdown, d: &PromptSamples, m: &mut BTreeMap<String, f64>) {
+    let k = d.k;
+    let (mut p1, mut p8, mut distinct, mut n) = (0.0, 0.0, 0.0, 0.0);
+    for (i, group) in d.samples.chunks(k).enumerate() {
+        let c = group.iter().filter(|c| cd.score(&d.prompts[i], c).is_ok_and(|v| v.is_correct())).count();
+        p1 += pass_at_k(k, c, 1).unwrap_or(f64::NAN);
+        p8 += pass_at_k(k, c, 8.min(k)).unwrap_or(f64::NAN);
+        distinct += cd.distinct_valid(&d.prompts[i], group).unwrap_or(0) as f64;
+        n += 1.0;
+    }
+    m.insert("pass_at_1".into(), p1 / n);
+    m.insert("pass_at_8".into(), p8 / n);
+    m.insert("distinct_valid".into(), distinct / n);
+}
+
+/// The generated tokens after the prompt, one row per sample.
+fn completions(tokens: &Tensor, p_len: usize) -> Result<Vec<Vec<u32>>> {
+    let rows = Vec::<Vec<i64>>::try_from(tokens.to_device(Device::Cpu)).map_err(|e| anyhow!("samples: {e}"))?;
+    Ok(rows.into_iter().map(|r| r[p_len..].iter().map(|&v| v as u32).collect()).collect())
+}
