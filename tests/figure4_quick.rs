@@ -1,8 +1,8 @@
 //! `freet experiment figure4 --quick`: the report has its structure, and every metric in it is
 //! recomputed here from the generated samples it ships.
 
-use freet::experiments::figure4::aggregate;
 use freet::experiments::figure4::{ArmSamples, Figure4Options, run_figure4};
+use freet::experiments::figure4::{aggregate, agreement};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -19,6 +19,7 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
         device: tch::Device::Cpu,
         progress: false,
         overrides: vec![],
+        arms: vec![],
         command: "freet experiment figure4 --quick".into(),
         stop: Arc::new(AtomicBool::new(false)),
     };
@@ -56,9 +57,21 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
         assert_eq!(fresh, r.fresh, "{}: fresh metrics are recomputable from samples.json", arm.name);
         assert_eq!(shared, r.shared, "{}: shared metrics are recomputable from samples.json", arm.name);
         assert_eq!(r.fresh.n_samples, 24);
+        let contrast = agreement::contrast(&arm.fresh, &arm.shared, &arm.letters, 1);
+        assert_eq!(contrast, r.contrast, "{}: the paired contrast is recomputable from samples.json", arm.name);
     }
+    assert!(md.contains("shared − fresh [95 % CI]") && md.contains("fresh / shared"), "labelled contrast columns");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(o.report_dir.join("results.json")).unwrap()).unwrap();
     assert!(json[1]["eval"]["elbo"].as_f64().is_some(), "FT arms report the ELBO");
     assert!(json[0]["eval"]["ce"].as_f64().is_some(), "the baseline reports its exact CE");
+
+    // --arms: one arm, reused from the run above, with its own report.
+    let one = Figure4Options { arms: vec!["kappa-1".into()], reuse: true, report_dir: tmp.path().join("one"), ..o };
+    let results = run_figure4(&one).unwrap();
+    assert_eq!(results.len(), 1);
+    assert!(results[0].reused && results[0].name == "kappa-1");
+    let bad = Figure4Options { arms: vec!["kappa-2".into()], ..one };
+    let err = run_figure4(&bad).unwrap_err().to_string();
+    assert!(err.contains("unknown arm 'kappa-2'"), "{err}");
 }

@@ -32,6 +32,9 @@ pub(crate) struct Figure4Args {
     /// Reuse arms already trained to their final step.
     #[arg(long)]
     reuse: bool,
+    /// Only these arms, comma-separated (baseline, kappa-1-64, kappa-1-8, kappa-1, kappa-8; default: all).
+    #[arg(long, value_delimiter = ',')]
+    arms: Vec<String>,
     /// Override a value in every arm's config (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -58,6 +61,7 @@ pub(crate) fn cmd_figure4(a: Figure4Args) -> Result<()> {
         device: a.device.get()?,
         progress: !a.quiet,
         overrides: a.overrides,
+        arms: a.arms,
         command: invoked_command(),
         stop: stop_flag()?,
     };

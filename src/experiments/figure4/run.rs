@@ -2,15 +2,18 @@
 //! Transformers (κ = 1/64, 1/8, 1, 8 bits), draw the figure's blue/green groups, and measure the
 //! regimes over many groups with fresh and shared Z.
 
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TableOptimizer};
 use crate::data::{SYNTH_LEN, Tokenizer};
 use crate::eval::{EvalReport, evaluate};
+use crate::experiments::figure4::agreement::{self, Contrast};
 use crate::experiments::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
 use crate::experiments::harness::{ArmRunner, Finished, quick_overrides};
 use crate::generate::{GenerationZ, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
+use crate::model::config::PostSamplerInit;
+use crate::report::bootstrap::PairedDiff;
 use crate::util::rng::stream_seed;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -64,6 +67,8 @@ pub struct Figure4Options {
     pub progress: bool,
     /// Extra `key=value` overrides applied to every arm.
     pub overrides: Vec<String>,
+    /// Only these arms (names of [`ARMS`]); empty means all five.
+    pub arms: Vec<String>,
     /// The command line that produced this run (printed in the report).
     pub command: String,
     /// Stop flag (SIGINT/SIGTERM).
@@ -89,6 +94,8 @@ pub struct ArmResult {
     pub fresh: RegimeMetrics,
     /// Metrics over groups whose samples share one prior Z.
     pub shared: RegimeMetrics,
+    /// Shared − fresh agreement over paired groups, with 95 % bootstrap intervals and chance.
+    pub contrast: Contrast,
     /// The figure panel (one blue, two green groups).
     pub panel: Panel,
 }
@@ -116,7 +123,10 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     let mut results = Vec::new();
     let mut all_samples = Vec::new();
     let mut configs = Vec::new();
-    for (name, text) in ARMS {
+    if let Some(bad) = o.arms.iter().find(|a| !ARMS.iter().any(|(n, _)| n == a)) {
+        bail!("unknown arm '{bad}': choose among {}", ARMS.map(|(n, _)| n).join(", "));
+    }
+    for (name, text) in ARMS.into_iter().filter(|(n, _)| o.arms.is_empty() || o.arms.iter().any(|a| a == n)) {
         let source = format!("experiments/figure4/{name}.toml");
         let dir = o.out.join("models").join(name);
         let (run, finished) = runner.run(&format!("arm {name}"), text, &source, &overrides, &dir)?;
@@ -126,7 +136,9 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         results.push(result);
     }
     let total = t0.elapsed().as_secs_f64();
-    write_report(&results, &all_samples, &configs[1], o, total)?;
+    // The report quotes the first Free Transformer arm's settings (the arms differ only in κ).
+    let ft = configs.iter().find(|c| c.model.latent().is_some()).unwrap_or(&configs[0]);
+    write_report(&results, &all_samples, ft, o, total)?;
     Ok(results)
 }
 
@@ -141,6 +153,7 @@ fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Optio
     let samples = regime_samples(&model, name, o.groups, o.group_size, run.train.seed)?;
     let fresh = figure4::aggregate(&samples.fresh, &samples.letters)?;
     let shared = figure4::aggregate(&samples.shared, &samples.letters)?;
+    let contrast = agreement::contrast(&samples.fresh, &samples.shared, &samples.letters, run.train.seed);
     let panel = figure_panel(&model, name, kappa_bits, run.train.seed)?;
     eprintln!(
         "[figure4] {name}: validity {} / {}, position agreement {} / {}, noise agreement {} / {} (fresh / shared)",
@@ -151,6 +164,7 @@ fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Optio
         fmt(fresh.noise_agreement),
         fmt(shared.noise_agreement)
     );
+    eprintln!("[figure4] {name}: {}", agreement::verdict(&contrast));
     let result = ArmResult {
         name: name.into(),
         kappa_bits,
@@ -160,6 +174,7 @@ fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Optio
         eval,
         fresh,
         shared,
+        contrast,
         panel,
     };
     Ok((result, samples))
@@ -291,7 +306,7 @@ fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, tota
               invocation.\n\n";
     }
     s += &format!(
-        "Every arm: {} blocks, d_model {}, {} heads ({} KV), SwiGLU {}, H = {} bits, post-sampler E ~ N(0, {}²), \
+        "Every arm: {} blocks, d_model {}, {} heads ({} KV), SwiGLU {}, H = {} bits, {}, \
          batch {}, {} steps, AdamW lr {} (warm-up {}, cosine), seed {}; configs in `experiments/figure4/`. Metrics \
          over {} groups of {} samples per arm, the same prompt letters for every arm.\n\n",
         m.n_layers,
@@ -300,7 +315,7 @@ fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, tota
         m.n_kv_heads,
         m.ffn_hidden,
         m.latent.bits,
-        m.latent.post_sampler_init_std,
+        latent_recipe(ft),
         t.batch_size,
         t.steps,
         t.lr,
@@ -317,13 +332,17 @@ fn regime_table(results: &[ArmResult]) -> String {
     let mut s = String::new();
     s += "## Regimes\n\n";
     s += "Fresh: every sample in a group draws its own Z. Shared: the samples of a group share one Z drawn from the \
-          prior. Position agreement: fraction of pairs of valid samples whose target starts at the same index \
-          (chance ≈ ";
+          prior. Position agreement: fraction of pairs of valid samples whose target starts at the same index; its \
+          chance level is `Σ q(s)²` over the arm's own fresh distribution `q` of target starts (uniform starts would \
+          give ";
     s += &format!(
-        "{CHANCE_POSITION_AGREEMENT:.3}); noise agreement: mean Jaccard overlap of the `!` positions; ± is one standard error over groups.\n\n"
+        "{CHANCE_POSITION_AGREEMENT:.3}). Noise agreement: mean Jaccard overlap of the `!` positions. Agreements are \
+         mean ± one standard error over groups; \"shared − fresh\" is the mean difference over paired groups (group i \
+         has the same prompt letter in both modes) with its 95 % paired bootstrap interval. Every rate is given as \
+         fresh / shared.\n\n"
     );
-    s += "| arm | validity fresh / shared | position agreement fresh | position agreement shared | noise agreement fresh | noise agreement shared | `!` rate (data 0.0625) | letter correct | KL bits/token | honest NLL (nats/token) | train min |\n";
-    s += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+    s += "| arm | validity | position agreement fresh / shared (chance) | position shared − fresh [95 % CI] | noise agreement fresh / shared | noise shared − fresh [95 % CI] | `!` rate (data 0.0625) | letter correct | KL bits/token | posterior CE (diagnostic) | honest NLL (nats/token) | train min |\n";
+    s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for r in results {
         s += &regime_row(r);
     }
@@ -338,20 +357,57 @@ fn regime_row(r: &ArmResult) -> String {
         _ => "–".into(),
     };
     let kl = r.eval.kl_nats.map(|k| k / std::f64::consts::LN_2);
+    let both = |f: Option<f64>, s: Option<f64>| format!("{} / {}", fmt(f), fmt(s));
     format!(
-        "| {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}{} |\n",
+        "| {} | {} | {} / {} ({}) | {} | {} / {} | {} | {} | {} | {} | {} | {} | {:.1}{} |\n",
         r.panel.title,
-        fmt(r.fresh.validity),
-        fmt(r.shared.validity),
+        both(r.fresh.validity, r.shared.validity),
         fmt_se(r.fresh.position_agreement, r.fresh.position_agreement_se),
         fmt_se(r.shared.position_agreement, r.shared.position_agreement_se),
+        fmt(r.contrast.position_chance),
+        fmt_diff(r.contrast.position.as_ref()),
         fmt_se(r.fresh.noise_agreement, r.fresh.noise_agreement_se),
         fmt_se(r.shared.noise_agreement, r.shared.noise_agreement_se),
-        fmt(r.shared.bang_rate),
-        fmt(r.shared.letter_correct),
+        fmt_diff(r.contrast.noise.as_ref()),
+        both(r.fresh.bang_rate, r.shared.bang_rate),
+        both(r.fresh.letter_correct, r.shared.letter_correct),
         fmt(kl),
+        fmt(r.eval.posterior_ce_diagnostic),
         nll,
         r.train_seconds / 60.0,
         if r.reused { " (reused)" } else { "" }
     )
+}
+
+/// A paired difference as `+0.012 [−0.003, +0.027]`, or `–`.
+fn fmt_diff(d: Option<&PairedDiff>) -> String {
+    d.map_or("–".into(), |d| format!("{:+.3} [{:+.3}, {:+.3}]", d.mean, d.lo, d.hi))
+}
+
+/// The latent recipe in words: E's init, E's optimizer and the learning-rate multipliers, each
+/// stated because the paper leaves them open.
+pub fn latent_recipe(run: &RunConfig) -> String {
+    let (lat, t) = (&run.model.latent, &run.train);
+    let mut s = match lat.post_sampler_init {
+        PostSamplerInit::Gaussian => format!("post-sampler E ~ N(0, {}²)", lat.post_sampler_init_std),
+        PostSamplerInit::Bits => format!(
+            "bit-structured E (E_c = Σ_h (2·bit_h(c) − 1)·W_h, W ~ N(0, {}²/H){})",
+            lat.post_sampler_init_std,
+            if lat.post_sampler_init_noise > 0.0 {
+                format!(", plus N(0, {}²) noise", lat.post_sampler_init_noise)
+            } else {
+                String::new()
+            }
+        ),
+    };
+    if t.post_sampler_optimizer == TableOptimizer::Lazy {
+        s += ", lazy AdamW for E";
+    }
+    if t.post_sampler_lr_mult != 1.0 {
+        s += &format!(", E learning rate ×{}", t.post_sampler_lr_mult);
+    }
+    if t.encoder_lr_mult != 1.0 {
+        s += &format!(", encoder learning rate ×{}", t.encoder_lr_mult);
+    }
+    s
 }
