@@ -1,14 +1,13 @@
-//! `freet demo`: train a small Free Transformer on the synthetic task and show samples with fresh Z
-//! (blue group) and shared Z (green groups).
+//! `freet demo`: train a small Free Transformer on the synthetic task, show samples with fresh Z
+//! (blue group) and shared Z (green groups), and measure whether sharing Z makes samples agree.
 
-use crate::sample::{default_max_new, encode_prompt};
 use crate::train::print_summary;
 use crate::{DeviceArg, stop_flag};
 use anyhow::{Context, Result};
 use clap::Args;
 use freet::config::RunConfig;
-use freet::experiments::figure4::{Group, Panel, render_text};
-use freet::generate::{GenerationZ, SampleOptions, decode_rows, generate};
+use freet::experiments::figure4::{aggregate, agreement, figure_panel, regime_samples, render_text};
+use freet::report::bootstrap::PairedDiff;
 use freet::train::checkpoint;
 use freet::train::{TrainOptions, train};
 use std::path::PathBuf;
@@ -25,8 +24,11 @@ pub(crate) struct DemoArgs {
     /// Override a demo config value (repeatable), e.g. --set train.steps=100.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Samples per group.
-    #[arg(long, default_value_t = 5)]
+    /// Groups for the shared- vs fresh-Z measurement.
+    #[arg(long, default_value_t = 40)]
+    groups: usize,
+    /// Samples per measured group.
+    #[arg(long, default_value_t = 8)]
     group_size: usize,
     /// Also train the baseline (same architecture, no latent) for a speed comparison.
     #[arg(long)]
@@ -37,6 +39,9 @@ pub(crate) struct DemoArgs {
 
 /// `freet demo`: trains the demo model (and optionally the baseline), then prints blue and green groups.
 pub(crate) fn cmd_demo(a: DemoArgs) -> Result<()> {
+    if a.groups == 0 || a.group_size < 2 {
+        anyhow::bail!("--groups must be ≥ 1 and --group-size ≥ 2 (agreement needs pairs)");
+    }
     let device = a.device.get()?;
     let stop = stop_flag()?;
     let run = RunConfig::from_toml_str(DEMO_CONFIG, "the built-in demo config", &a.overrides)?;
@@ -72,24 +77,41 @@ pub(crate) fn cmd_demo(a: DemoArgs) -> Result<()> {
         );
     }
     let loaded = checkpoint::load(&s.checkpoint, device)?;
-    let letter = (b'A' + (run.train.seed % 26) as u8) as char;
-    let prompt = encode_prompt(&loaded.tokenizer, &format!("{letter}>"))?;
-    // Each group gets its own token-sampling seed: only Z should make green groups agree.
-    let opts =
-        |seed| SampleOptions { max_new_tokens: default_max_new(&loaded.tokenizer, 2), seed, ..Default::default() };
-    let n = a.group_size;
-    let blue = generate(&loaded.model, &prompt, n, &opts(7), GenerationZ::Fresh)?;
-    let mut groups = vec![Group::blue(decode_rows(&loaded.tokenizer, &blue.tokens)?)];
-    for z_seed in [1u64, 2] {
-        let g = generate(&loaded.model, &prompt, n, &opts(100 + z_seed), GenerationZ::Shared { z_seed })?;
-        groups.push(Group::green(decode_rows(&loaded.tokenizer, &g.tokens)?));
-    }
-    let panel = Panel { title: format!("κ = {kappa} bit, prompt {letter}>"), groups };
+    let seed = run.train.seed;
+    let panel = figure_panel(&loaded.model, "demo", Some(kappa), seed)?;
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
     println!("\n{}", render_text(&[panel], colour));
     println!(
         "blue: every sample draws its own Z; green: the samples of a group share one Z drawn from the prior.\n\
          If Z carries the target position, green groups place their targets alike."
     );
+    println!("\nmeasuring over {} groups of {} samples (fresh Z vs one shared Z per group)…", a.groups, a.group_size);
+    let samples = regime_samples(&loaded.model, "demo", a.groups, a.group_size, seed)?;
+    let c = agreement::contrast(&samples.fresh, &samples.shared, &samples.letters, seed);
+    let (fresh, shared) = (aggregate(&samples.fresh, &samples.letters)?, aggregate(&samples.shared, &samples.letters)?);
+    let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+    let d = |d: Option<&PairedDiff>| d.map_or("–".into(), |d| format!("{:+.3} [{:+.3}, {:+.3}]", d.mean, d.lo, d.hi));
+    println!(
+        "position agreement: fresh {} / shared {} (chance {}), shared − fresh {}",
+        f(fresh.position_agreement),
+        f(shared.position_agreement),
+        f(c.position_chance),
+        d(c.position.as_ref())
+    );
+    println!(
+        "noise agreement:    fresh {} / shared {}, shared − fresh {}",
+        f(fresh.noise_agreement),
+        f(shared.noise_agreement),
+        d(c.noise.as_ref())
+    );
+    println!("validity:           fresh {} / shared {}", f(fresh.validity), f(shared.validity));
+    if let Some(e) = &s.eval {
+        println!(
+            "held-out CE: posterior Z {} (a diagnostic: Z has seen the future), prior Z {} (what generation does)",
+            f(e.posterior_ce_diagnostic),
+            f(e.prior_ce)
+        );
+    }
+    println!("\n{}", agreement::verdict(&c));
     Ok(())
 }

@@ -56,24 +56,29 @@ pub fn contrast<S: AsRef<str>>(fresh: &[Vec<S>], shared: &[Vec<S>], letters: &[c
     }
 }
 
-/// One line in words: whether Z measurably steers where the target goes and the `!` noise.
+/// One line in words: whether sharing Z measurably raises position and noise agreement, with
+/// the differences, their intervals, and "weakly" when the position gain is under 0.25.
 pub fn verdict(c: &Contrast) -> String {
-    let steer = |d: &Option<PairedDiff>| match d {
-        Some(d) if d.lo > 0.0 => Some(true),
-        Some(_) => Some(false),
-        None => None,
+    let (Some(p), Some(n)) = (&c.position, &c.noise) else {
+        return "too few valid samples to tell whether Z steers the samples.".into();
     };
-    match (steer(&c.position), steer(&c.noise)) {
-        (Some(false), Some(false)) => "Z does nothing measurable here: samples that share Z agree no more than \
-                                       samples with fresh Z (neither interval excludes 0)."
-            .into(),
-        (Some(p), Some(n)) => format!(
-            "Z is at work: sharing Z {} target-position agreement and {} `!`-noise agreement (95 % paired \
-             bootstrap over groups).",
-            if p { "raises" } else { "does not measurably raise" },
-            if n { "raises" } else { "does not measurably raise" }
+    let diff = |d: &PairedDiff| format!("{:+.3} [{:+.3}, {:+.3}]", d.mean, d.lo, d.hi);
+    let numbers = format!(
+        "shared − fresh position agreement {} (chance {}), noise agreement {} (95 % paired bootstrap over groups)",
+        diff(p),
+        c.position_chance.map_or("–".into(), |v| format!("{v:.3}")),
+        diff(n)
+    );
+    match (p.lo > 0.0, n.lo > 0.0) {
+        (false, false) => format!(
+            "Z does nothing measurable here: samples that share Z agree no more than samples with fresh Z; {numbers}."
         ),
-        _ => "too few valid samples to tell whether Z steers the samples.".into(),
+        (true, noise) => format!(
+            "Z steers the target position{}{}: {numbers}.",
+            if p.mean < 0.25 { ", weakly" } else { "" },
+            if noise { " and the noise" } else { " but not measurably the noise" }
+        ),
+        (false, true) => format!("Z steers the noise but not measurably the target position: {numbers}."),
     }
 }
 
@@ -116,7 +121,7 @@ mod tests {
         let p = c.position.unwrap();
         assert!((p.mean - 1.0).abs() < 1e-12 && p.lo > 0.0, "{p:?}");
         assert!(c.noise.unwrap().includes_zero());
-        assert!(verdict(&c).starts_with("Z is at work"), "{}", verdict(&c));
+        assert!(verdict(&c).starts_with("Z steers the target position but not"), "{}", verdict(&c));
         let same = contrast(&fresh, &fresh, &letters, 1);
         assert!(same.position.unwrap().includes_zero());
         assert!(verdict(&same).starts_with("Z does nothing"), "{}", verdict(&same));

@@ -214,7 +214,7 @@ fn decode(tokens: &Tensor) -> Result<Vec<String>> {
 }
 
 /// Fresh-Z and shared-Z groups for `groups` random prompt letters (the same letters for every arm).
-fn regime_samples(model: &FreeTransformer, name: &str, groups: usize, k: usize, seed: u64) -> Result<ArmSamples> {
+pub fn regime_samples(model: &FreeTransformer, name: &str, groups: usize, k: usize, seed: u64) -> Result<ArmSamples> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &[0xf164]));
     let letters: Vec<char> = (0..groups).map(|_| (b'A' + rng.random_range(0..26u8)) as char).collect();
     let prompts: Vec<Vec<i64>> = letters.iter().flat_map(|&l| std::iter::repeat_n(letter_ids(l), k)).collect();
