@@ -5,6 +5,7 @@
 
 use crate::model::loss::{kl_per_bit, token_nll};
 use crate::model::{FreeTransformer, Pass, ZSource};
+use crate::util::rng::Stream;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::LN_2;
 use tch::{Device, Kind, Tensor};
@@ -212,7 +213,7 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
             let (x, y) = to_batch(rows, model.device());
             let n = y.numel() as u64;
             tokens += n;
-            let key = crate::util::rng::stream_seed(seed, &[0xe7a1, bi as u64]);
+            let key = Stream::EvalPosterior.seed(seed, &[bi as u64]);
             let fwd = model.forward(&x, ZSource::Posterior { key }, Pass::Inference);
             let nll = token_nll(&fwd.logits, &y).sum(Kind::Double).double_value(&[]);
             let Some(o) = fwd.bit_logits else {
@@ -233,7 +234,7 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
             {
                 let lw: Vec<Tensor> = (0..opts.iwae_samples)
                     .map(|k| {
-                        let key = crate::util::rng::stream_seed(seed, &[0x1fa3, bi as u64, k as u64]);
+                        let key = Stream::EvalIwae.seed(seed, &[bi as u64, k as u64]);
                         let f = model.forward(&x, ZSource::Posterior { key }, Pass::Inference);
                         let codes = f.codes.expect("a Free Transformer returns its codes");
                         let bits = lat.mapper.unpack(&codes);
@@ -243,7 +244,7 @@ pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &
                 iwae_sum += iwae_nll(&Tensor::stack(&lw, 0)).sum(Kind::Double).double_value(&[]);
             }
             for k in 0..prior_samples {
-                let key = crate::util::rng::stream_seed(seed, &[bi as u64, k as u64]);
+                let key = Stream::EvalPrior.seed(seed, &[bi as u64, k as u64]);
                 let prior = model.forward(&x, ZSource::Prior { seed: key, seq_ids: &ids }, Pass::Inference);
                 prior_sum += token_nll(&prior.logits, &y).sum(Kind::Double).double_value(&[]) / prior_samples as f64;
             }

@@ -4,7 +4,7 @@
 
 use crate::data::{DataError, Tokenizer};
 use crate::model::{FreeTransformer, ModelConfig, Pass, ZSource};
-use crate::util::rng::{stream_seed, uniforms};
+use crate::util::rng::{Stream, uniforms};
 use tch::{Kind, Tensor};
 
 /// Where the time of a generation call went (device-synchronised on CUDA).
@@ -225,12 +225,12 @@ fn decode(
         let z = pinned.map(|z| z.narrow(1, pos, t));
         let latents = match (&z, step) {
             (Some(z), _) => ZSource::Pinned(z),
-            (None, 0) => ZSource::Posterior { key: stream_seed(opts.seed, &[0x9e1f]) },
+            (None, 0) => ZSource::Posterior { key: Stream::GenPrefill.seed(opts.seed, &[]) },
             (None, _) => ZSource::Prior { seed: opts.seed, seq_ids: &fresh_ids },
         };
         let fwd = model.forward_with(&input, latents, Pass::Inference, Some(&mut cache));
         let last = fwd.logits.select(1, t - 1).to_kind(Kind::Float);
-        let next = sample_token(&last, opts, stream_seed(opts.seed, &[0x70c5, step as u64]));
+        let next = sample_token(&last, opts, Stream::GenTokens.seed(opts.seed, &[step as u64]));
         step_logits.push(last.unsqueeze(1));
         out.push(next.shallow_clone());
         input = next;

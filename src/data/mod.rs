@@ -22,7 +22,7 @@ pub use self::synthetic::{
 pub use self::text::TextDataset;
 use self::tokenizer::bpe::BpeError;
 pub use self::tokenizer::{BYTES_VOCAB, BpeTokenizer, Tokenizer};
-pub use crate::util::rng::stream_seed;
+use crate::util::rng::Stream;
 
 /// Errors raised while building datasets or (de)tokenizing.
 #[derive(Debug, thiserror::Error)]
@@ -127,10 +127,20 @@ pub enum DataError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
-    /// Training examples (counter 0 in stream seeds).
+    /// Training examples (their rows come from [`Stream::TrainRows`]).
     Train = 0,
-    /// Validation examples (counter 1 in stream seeds).
+    /// Validation examples (their rows come from [`Stream::ValRows`]).
     Val = 1,
+}
+
+impl Split {
+    /// The random stream of this split's rows.
+    pub fn stream(self) -> Stream {
+        match self {
+            Split::Train => Stream::TrainRows,
+            Split::Val => Stream::ValRows,
+        }
+    }
 }
 
 /// A dataset: the synthetic task, a tokenized text corpus or a synthetic evaluation task.
@@ -203,5 +213,17 @@ impl Dataset {
             Dataset::Text(t) => t.val_batches(n_batches, batch_size),
             Dataset::Task(t) => t.val_batches(n_batches, batch_size),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_streams_keep_the_split_value_as_their_tag() {
+        // Datasets drawn before the stream table existed used `[split as u64, …]`: same draws now.
+        assert_eq!(Split::Train.stream().tag(), Split::Train as u64);
+        assert_eq!(Split::Val.stream().tag(), Split::Val as u64);
     }
 }

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::Split;
-use crate::util::rng::stream_seed;
+use crate::util::rng::Stream;
 
 /// Length of the synthetic prompt "L>": the letter and [`SYNTH_PROMPT_SEP`].
 pub const SYNTH_PROMPT_LEN: usize = 2;
@@ -132,7 +132,7 @@ impl SyntheticTask {
 
     /// Token ids of [`SyntheticTask::sequence`].
     fn sequence_ids(&self, split: Split, index: u64) -> [u32; SYNTH_LEN] {
-        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(self.seed, &[split as u64, index]));
+        let mut rng = ChaCha8Rng::seed_from_u64(split.stream().seed(self.seed, &[index]));
         synthetic_ids(&mut rng)
     }
 
@@ -143,8 +143,7 @@ impl SyntheticTask {
 
     /// Token ids of [`SyntheticTask::train_example`].
     fn train_ids(&self, step: u64, micro: u64, row: u64) -> [u32; SYNTH_LEN] {
-        let parts = [Split::Train as u64, step, micro, row];
-        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(self.seed, &parts));
+        let mut rng = ChaCha8Rng::seed_from_u64(Stream::TrainRows.seed(self.seed, &[step, micro, row]));
         synthetic_ids(&mut rng)
     }
 
@@ -169,7 +168,7 @@ impl SyntheticTask {
 mod tests {
     use super::*;
     use crate::data::{Dataset, Tokenizer};
-    use crate::util::rng::splitmix64;
+    use crate::util::rng::{splitmix64, stream_seed};
     use std::collections::HashSet;
 
     const N: usize = 20_000;

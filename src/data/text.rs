@@ -8,10 +8,10 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::DataError;
 use super::tokenizer::Tokenizer;
 use super::tokenizer::bpe::BpeError;
-use super::{DataError, Split};
-use crate::util::rng::stream_seed;
+use crate::util::rng::Stream as RngStream;
 
 /// Name used in errors for datasets built from in-memory bytes.
 const MEMORY_SOURCE: &str = "<memory>";
@@ -215,8 +215,7 @@ impl TextDataset {
 
     /// Start offset of the training window at (step, micro, row), uniform over the training region.
     pub fn train_window_start(&self, step: u64, micro: u64, row: u64) -> usize {
-        let parts = [Split::Train as u64, step, micro, row];
-        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(self.seed, &parts));
+        let mut rng = ChaCha8Rng::seed_from_u64(RngStream::TrainRows.seed(self.seed, &[step, micro, row]));
         let max_start = (self.train_end - self.seq_len) as u64;
         rng.random_range(0..=max_start) as usize
     }

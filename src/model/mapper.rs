@@ -7,7 +7,7 @@
 //! `∂loss/∂R` into `∂loss/∂o` in chunks of tokens, with `O(chunk · 2^H)` scratch and never a
 //! `[B, T, 2^H]` tensor.
 
-use crate::util::rng::{stream_seed, uniforms};
+use crate::util::rng::{Stream, uniforms};
 use tch::{Device, Kind, Tensor};
 
 /// Scratch budget of one chunk of the fused backward (`n × C` fp32). Measured on 2 Zen 4 cores at
@@ -83,7 +83,7 @@ impl BinaryMapper {
         let mask = (1u64 << self.bits) - 1;
         let codes: Vec<i64> = seq_ids
             .iter()
-            .flat_map(|&s| (pos..pos + t).map(move |p| (stream_seed(seed, &[s, p as u64]) & mask) as i64))
+            .flat_map(|&s| (pos..pos + t).map(move |p| (Stream::PriorCodes.seed(seed, &[s, p as u64]) & mask) as i64))
             .collect();
         Tensor::from_slice(&codes).view([seq_ids.len() as i64, t]).to_device(device)
     }

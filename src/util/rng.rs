@@ -22,9 +22,92 @@ pub fn stream_seed(seed: u64, parts: &[u64]) -> u64 {
     splitmix64(state ^ (parts.len() as u64).wrapping_mul(0xA076_1D64_78BD_642F))
 }
 
+/// Every random stream of freet, named, with its tag: a stream's seed is
+/// `stream_seed(seed, &[tag, counters…])` ([`Stream::seed`]). The tags are the discriminants, so
+/// the compiler rejects two streams with one tag, and `stream_seed` keeps different tags (and
+/// different counter counts) apart. Each variant documents its counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Stream {
+    /// Data rows of the training split: `[index]` for indexed examples, `[step, micro, row]` for
+    /// training batches (the tag equals `data::Split::Train`).
+    TrainRows = 0,
+    /// Data rows of the validation split: `[index]` (the tag equals `data::Split::Val`).
+    ValRows = 1,
+    /// The fixed world of an evaluation task (its chains, its permutations): `[kind]`.
+    TaskWorld = 0x0077_6f72_6c64,
+    /// Encoder bit draws of a training micro-step: `[step, micro]` (reproducible on resume).
+    TrainLatents = 0x7354_6570,
+    /// Uniform prior codes: `[sequence id, position]` (independent of batch layout and caching).
+    PriorCodes = 0x7072_696f_72,
+    /// Encoder bit draws of an evaluation batch: `[batch]`.
+    EvalPosterior = 0xe7a1,
+    /// Posterior proposals of the importance-weighted bound: `[batch, sample]`.
+    EvalIwae = 0x1fa3,
+    /// Prior codes of the prior-Z cross-entropy: `[batch, draw]`.
+    EvalPrior = 0x7072_6365,
+    /// Encoder bit draws at generation prefill: `[]`.
+    GenPrefill = 0x9e1f,
+    /// Token draws of generation: `[step]`.
+    GenTokens = 0x70c5,
+    /// `freet compare`: token sampling of a task's prompts: `[]`.
+    CompareSampling = 0xc0e5,
+    /// `freet compare`: the shared Z of the consistency groups: `[]`.
+    CompareSharedZ = 0x5a2e,
+    /// Figure 4: the prompt letters of the measured groups: `[]`.
+    Figure4Letters = 0xf164,
+    /// Figure 4: token sampling of the fresh-Z groups: `[]`.
+    Figure4Fresh = 0xf401,
+    /// Figure 4: token sampling of the shared-Z groups: `[]`.
+    Figure4Shared = 0xf402,
+    /// Figure 4: the shared Z of the measured groups: `[]`.
+    Figure4SharedZ = 0xf403,
+    /// Figure 4: the panel's prompt letter: `[]`.
+    Figure4PanelLetter = 0xf404,
+    /// Figure 4: token sampling of the panel's groups: `[group]`.
+    Figure4PanelSampling = 0xf405,
+}
+
+impl Stream {
+    /// Every stream, for the distinctness test and for readers.
+    pub const ALL: [Stream; 18] = [
+        Stream::TrainRows,
+        Stream::ValRows,
+        Stream::TaskWorld,
+        Stream::TrainLatents,
+        Stream::PriorCodes,
+        Stream::EvalPosterior,
+        Stream::EvalIwae,
+        Stream::EvalPrior,
+        Stream::GenPrefill,
+        Stream::GenTokens,
+        Stream::CompareSampling,
+        Stream::CompareSharedZ,
+        Stream::Figure4Letters,
+        Stream::Figure4Fresh,
+        Stream::Figure4Shared,
+        Stream::Figure4SharedZ,
+        Stream::Figure4PanelLetter,
+        Stream::Figure4PanelSampling,
+    ];
+
+    /// The stream's tag.
+    pub fn tag(self) -> u64 {
+        self as u64
+    }
+
+    /// The seed of this stream at `counters`, derived from the run (or user) `seed`.
+    pub fn seed(self, seed: u64, counters: &[u64]) -> u64 {
+        let mut parts = Vec::with_capacity(counters.len() + 1);
+        parts.push(self.tag());
+        parts.extend_from_slice(counters);
+        stream_seed(seed, &parts)
+    }
+}
+
 /// The key of the latent draws of one training micro-step: makes bit sampling reproducible on resume.
 pub fn step_key(seed: u64, step: u64, micro: u64) -> u64 {
-    stream_seed(seed, &[0x7354_6570, step, micro])
+    Stream::TrainLatents.seed(seed, &[step, micro])
 }
 
 /// A CPU fp32 tensor of the given shape filled with `U[0, 1)` draws from the stream `key`.
@@ -46,5 +129,16 @@ mod tests {
         assert_ne!(stream_seed(1, &[2, 3]), stream_seed(1, &[3, 2]));
         assert_ne!(stream_seed(1, &[2, 3]), stream_seed(2, &[2, 3]));
         assert_ne!(stream_seed(1, &[0]), stream_seed(1, &[]));
+    }
+
+    #[test]
+    fn stream_tags_are_distinct_and_streams_do_not_collide() {
+        let tags: std::collections::BTreeSet<u64> = Stream::ALL.iter().map(|s| s.tag()).collect();
+        assert_eq!(tags.len(), Stream::ALL.len(), "two streams share a tag");
+        // The same seed and counters give different seeds in different streams.
+        let seeds: std::collections::BTreeSet<u64> = Stream::ALL.iter().map(|s| s.seed(7, &[1, 2])).collect();
+        assert_eq!(seeds.len(), Stream::ALL.len());
+        assert_eq!(Stream::ValRows.seed(3, &[5]), stream_seed(3, &[1, 5]));
+        assert_eq!(step_key(9, 4, 1), stream_seed(9, &[0x7354_6570, 4, 1]));
     }
 }

@@ -14,8 +14,8 @@
 //! Determinism follows [`crate::data`]. A task's *world* (transition matrices, permutations) is a
 //! pure function of its spec, `world_seed` included, drawn once and shared by train and val, so
 //! runs with different training seeds face the same world. Every example is a pure function of
-//! the run seed and its coordinates: `stream_seed(seed, &[split, index])` for indexed examples and
-//! `stream_seed(seed, &[0, step, micro, row])` for training rows, as for
+//! the run seed and its coordinates: the split's row stream at `[index]` for indexed examples and
+//! `Stream::TrainRows` at `[step, micro, row]` for training rows, as for
 //! [`crate::data::SyntheticTask`], so resume stays bit-exact.
 //!
 //! Every sequence has a fixed length `seq_len` (tokens, the final target included). Its first
@@ -252,7 +252,7 @@ impl Task {
         ids.split_at(self.prompt_len().min(ids.len()))
     }
 
-    /// Example `index` of `split`, from `stream_seed(seed, &[split, index])`.
+    /// Example `index` of `split`, from the split's row stream at `[index]`.
     pub fn example_ids(&self, split: Split, index: u64) -> Vec<u32> {
         match self {
             Task::HmmMixture(t) => t.example(split, index).0,
@@ -261,7 +261,7 @@ impl Task {
         }
     }
 
-    /// Training row (step, micro, row), from `stream_seed(seed, &[0, step, micro, row])`.
+    /// Training row (step, micro, row), from `Stream::TrainRows` at `[step, micro, row]`.
     pub fn train_ids(&self, step: u64, micro: u64, row: u64) -> Vec<u32> {
         match self {
             Task::HmmMixture(t) => t.train_example(step, micro, row).0,

@@ -8,24 +8,21 @@ use rand_chacha::ChaCha8Rng;
 
 use super::TaskError;
 use crate::data::Split;
-use crate::util::rng::stream_seed;
-
-/// Tag of world streams (ASCII "world"), never a split counter.
-const WORLD_TAG: u64 = 0x0077_6f72_6c64;
+use crate::util::rng::Stream;
 
 /// The RNG of the world of a task kind (`kind` tags 1 = mixture, 2 = permutation).
 pub(super) fn world_rng(world_seed: u64, kind: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(stream_seed(world_seed, &[WORLD_TAG, kind]))
+    ChaCha8Rng::seed_from_u64(Stream::TaskWorld.seed(world_seed, &[kind]))
 }
 
 /// The RNG of example `index` of `split`: `stream_seed(seed, &[split, index])`.
 pub(super) fn example_rng(seed: u64, split: Split, index: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(stream_seed(seed, &[split as u64, index]))
+    ChaCha8Rng::seed_from_u64(split.stream().seed(seed, &[index]))
 }
 
 /// The RNG of training row (step, micro, row): `stream_seed(seed, &[0, step, micro, row])`.
 pub(super) fn train_rng(seed: u64, step: u64, micro: u64, row: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(stream_seed(seed, &[Split::Train as u64, step, micro, row]))
+    ChaCha8Rng::seed_from_u64(Stream::TrainRows.seed(seed, &[step, micro, row]))
 }
 
 /// A uniform draw in (0, 1].

@@ -11,7 +11,7 @@ use crate::eval::{BitsPerByte, EvalOptions, EvalReport, evaluate_with};
 use crate::generate::{GenerationZ, SampleOptions, generate_batch};
 use crate::model::FreeTransformer;
 use crate::report::stats::mean;
-use crate::util::rng::stream_seed;
+use crate::util::rng::Stream;
 use anyhow::{Result, anyhow};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -143,7 +143,8 @@ impl PromptSamples {
         let k = o.samples.max(1);
         let batch: Vec<Vec<i64>> =
             prompts.iter().flat_map(|p| std::iter::repeat_n(p.iter().map(|&v| i64::from(v)).collect(), k)).collect();
-        let sopts = SampleOptions { max_new_tokens: new, seed: stream_seed(seed, &[0xc0e5]), ..Default::default() };
+        let sopts =
+            SampleOptions { max_new_tokens: new, seed: Stream::CompareSampling.seed(seed, &[]), ..Default::default() };
         let out = generate_batch(model, &batch, &sopts, GenerationZ::Fresh)?;
         let samples = completions(&out.tokens, p_len)?;
         Ok(PromptSamples { prompts, k, p_len, sopts, samples })
@@ -194,7 +195,13 @@ fn shared_z_consistency(
     let Some(lat) = model.latent() else { return Ok(None) };
     let prompts = &d.prompts;
     let ids: Vec<u64> = (0..prompts.len() as u64).map(|i| i % d.k as u64).collect();
-    let z = lat.mapper.prior_codes(stream_seed(seed, &[0x5a2e]), &ids, 0, (task.seq_len() - 1) as i64, model.device());
+    let z = lat.mapper.prior_codes(
+        Stream::CompareSharedZ.seed(seed, &[]),
+        &ids,
+        0,
+        (task.seq_len() - 1) as i64,
+        model.device(),
+    );
     let one: Vec<Vec<i64>> = prompts.iter().map(|p| p.iter().map(|&v| i64::from(v)).collect()).collect();
     let g = generate_batch(model, &one, &d.sopts, GenerationZ::Pinned(&z))?;
     let comp = completions(&g.tokens, d.p_len)?;

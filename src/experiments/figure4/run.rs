@@ -12,7 +12,7 @@ use crate::generate::{GenerationZ, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
 use crate::model::config::PostSamplerInit;
 use crate::report::bootstrap::PairedDiff;
-use crate::util::rng::stream_seed;
+use crate::util::rng::Stream;
 use anyhow::{Context, Result, bail};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -215,18 +215,26 @@ fn decode(tokens: &Tensor) -> Result<Vec<String>> {
 
 /// Fresh-Z and shared-Z groups for `groups` random prompt letters (the same letters for every arm).
 pub fn regime_samples(model: &FreeTransformer, name: &str, groups: usize, k: usize, seed: u64) -> Result<ArmSamples> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &[0xf164]));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(Stream::Figure4Letters.seed(seed, &[]));
     let letters: Vec<char> = (0..groups).map(|_| (b'A' + rng.random_range(0..26u8)) as char).collect();
     let prompts: Vec<Vec<i64>> = letters.iter().flat_map(|&l| std::iter::repeat_n(letter_ids(l), k)).collect();
     let new = SYNTH_LEN - 2;
-    let fresh_opts = SampleOptions { max_new_tokens: new, seed: stream_seed(seed, &[1]), ..Default::default() };
+    let fresh_opts =
+        SampleOptions { max_new_tokens: new, seed: Stream::Figure4Fresh.seed(seed, &[]), ..Default::default() };
     let fresh = decode(&generate_batch(model, &prompts, &fresh_opts, GenerationZ::Fresh)?.tokens)?;
-    let shared_opts = SampleOptions { max_new_tokens: new, seed: stream_seed(seed, &[2]), ..Default::default() };
+    let shared_opts =
+        SampleOptions { max_new_tokens: new, seed: Stream::Figure4Shared.seed(seed, &[]), ..Default::default() };
     let shared = match model.latent() {
         Some(lat) => {
             // Group g's samples share the prior codes of sequence id g at every position.
             let ids: Vec<u64> = (0..groups as u64).flat_map(|g| std::iter::repeat_n(g, k)).collect();
-            let z = lat.mapper.prior_codes(stream_seed(seed, &[3]), &ids, 0, (SYNTH_LEN - 1) as i64, model.device());
+            let z = lat.mapper.prior_codes(
+                Stream::Figure4SharedZ.seed(seed, &[]),
+                &ids,
+                0,
+                (SYNTH_LEN - 1) as i64,
+                model.device(),
+            );
             generate_batch(model, &prompts, &shared_opts, GenerationZ::Pinned(&z))?
         }
         None => generate_batch(model, &prompts, &shared_opts, GenerationZ::Fresh)?,
@@ -240,12 +248,15 @@ pub fn regime_samples(model: &FreeTransformer, name: &str, groups: usize, k: usi
 /// as a blue group (each sample its own Z) and two green groups (one shared Z each, `z_seed` 11
 /// and 12); titled by κ ([`figure4::kappa_title`]), or `"{name} (no latent)"` without a latent.
 pub fn figure_panel(model: &FreeTransformer, name: &str, kappa_bits: Option<f64>, seed: u64) -> Result<Panel> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream_seed(seed, &[0xf16, 4]));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(Stream::Figure4PanelLetter.seed(seed, &[]));
     let letter = (b'A' + rng.random_range(0..26u8)) as char;
     let prompts = vec![letter_ids(letter); 5];
     // Each group gets its own token-sampling seed: only Z should make green groups agree.
-    let opts =
-        |s| SampleOptions { max_new_tokens: SYNTH_LEN - 2, seed: stream_seed(seed, &[5, s]), ..Default::default() };
+    let opts = |s| SampleOptions {
+        max_new_tokens: SYNTH_LEN - 2,
+        seed: Stream::Figure4PanelSampling.seed(seed, &[s]),
+        ..Default::default()
+    };
     let mut groups = vec![Group::blue(decode(&generate_batch(model, &prompts, &opts(0), GenerationZ::Fresh)?.tokens)?)];
     for z_seed in [11u64, 12] {
         let g = generate_batch(model, &prompts, &opts(z_seed), GenerationZ::Shared { z_seed })?;
