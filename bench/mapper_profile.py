@@ -1,7 +1,7 @@
 """Profile evidence for BENCHMARKS.md: where the time of the fused Eq. 8 backward goes.
 
 Times, with the same libtorch freet links (the project venv's torch), each operation of one chunk
-of `grad_bit_logits` (src/mapper.rs) over all chunks of a training step, and compares the δR·Eᵀ
+of `grad_bit_logits` (src/model/mapper.rs) over all chunks of a training step, and compares the δR·Eᵀ
 GEMM's rate with an ordinary square GEMM. Usage:
     .venv/bin/python bench/mapper_profile.py --tokens 4096 --d 256 --bits 16 --chunk 64
 """

@@ -1,7 +1,7 @@
 """PyTorch reference for the freet speed benchmark (issue 4).
 
-A plain, eager PyTorch implementation of the same models as freet (`src/blocks.rs`, `src/encoder.rs`,
-`src/model.rs`, `src/loss.rs`, `src/optim.rs`), timed on the CPU. Shapes and hyperparameters come from
+A plain, eager PyTorch implementation of the same models as freet (`src/model/layers.rs`, `src/model/encoder.rs`,
+`src/model/transformer.rs`, `src/model/loss.rs`, `src/train/optim.rs`), timed on the CPU. Shapes and hyperparameters come from
 `bench/sizes.json`, shared with `freet bench`; nothing about the shapes is hard-coded here.
 
 Variants

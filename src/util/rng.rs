@@ -39,7 +39,7 @@ pub enum Stream {
     /// Encoder bit draws of a training micro-step: `[step, micro]` (reproducible on resume).
     TrainLatents = 0x7354_6570,
     /// Uniform prior codes: `[sequence id, position]` (independent of batch layout and caching).
-    PriorCodes = 0x7072_696f_72,
+    PriorCodes = 0x0070_7269_6f72,
     /// Encoder bit draws of an evaluation batch: `[batch]`.
     EvalPosterior = 0xe7a1,
     /// Posterior proposals of the importance-weighted bound: `[batch, sample]`.
