@@ -57,7 +57,7 @@ pub fn contrast<S: AsRef<str>>(fresh: &[Vec<S>], shared: &[Vec<S>], letters: &[c
 }
 
 /// One line in words: whether sharing Z measurably raises position and noise agreement, with
-/// the differences, their intervals, and "weakly" when the position gain is under 0.25.
+/// the differences, their intervals, and "(weakly)" when the position gain is under 0.25.
 pub fn verdict(c: &Contrast) -> String {
     let (Some(p), Some(n)) = (&c.position, &c.noise) else {
         return "too few valid samples to tell whether Z steers the samples.".into();
@@ -75,8 +75,8 @@ pub fn verdict(c: &Contrast) -> String {
         ),
         (true, noise) => format!(
             "Z steers the target position{}{}: {numbers}.",
-            if p.mean < 0.25 { ", weakly" } else { "" },
-            if noise { " and the noise" } else { " but not measurably the noise" }
+            if p.mean < 0.25 { " (weakly)" } else { "" },
+            if noise { " and the noise" } else { ", but not measurably the noise" }
         ),
         (false, true) => format!("Z steers the noise but not measurably the target position: {numbers}."),
     }
@@ -121,7 +121,7 @@ mod tests {
         let p = c.position.unwrap();
         assert!((p.mean - 1.0).abs() < 1e-12 && p.lo > 0.0, "{p:?}");
         assert!(c.noise.unwrap().includes_zero());
-        assert!(verdict(&c).starts_with("Z steers the target position but not"), "{}", verdict(&c));
+        assert!(verdict(&c).starts_with("Z steers the target position, but not"), "{}", verdict(&c));
         let same = contrast(&fresh, &fresh, &letters, 1);
         assert!(same.position.unwrap().includes_zero());
         assert!(verdict(&same).starts_with("Z does nothing"), "{}", verdict(&same));
