@@ -1,17 +1,20 @@
 //! freet: the Free Transformer (Fleuret 2025, arXiv 2510.17558) in Rust on libtorch.
 //!
-//! Layers, lowest first; a module imports only from layers below it (checked by
-//! `tests/architecture.rs`):
+//! Layers, lowest first; a module imports only from layers below it, and modules on one line
+//! never import each other (checked by `tests/architecture.rs`):
 //!
 //! ```text
 //! util                         error helpers, atomic writes, named random streams
-//! report                       plots, seed statistics, machine/date stamps
+//! report                       plots, seed statistics, paired bootstrap, machine/date stamps
 //! model        data            the network (Algorithm 2) | tokenizers, datasets, tasks
 //! config                       RunConfig = ModelConfig + TrainConfig + DataConfig
-//! eval  generate  train        bounds | sampling with a KV cache | AdamW, checkpoints, the loop
+//! eval  generate               honest bounds | sampling with a KV cache
+//! train                        AdamW, atomic checkpoints, the training loop
 //! experiments  bench           Figure 4, compare | speed and the FLOP model
 //! bin/freet                    the CLI, one file per command
 //! ```
+//!
+//! "spec §n" in the documentation refers to the sections of `docs/spec.md`.
 
 pub mod bench;
 pub mod config;
