@@ -20,6 +20,13 @@ pub struct PairedDiff {
     pub n: usize,
 }
 
+impl std::fmt::Display for PairedDiff {
+    /// `+0.012 [−0.003, +0.027]`: the mean difference and its interval, 3 decimals.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:+.3} [{:+.3}, {:+.3}]", self.mean, self.lo, self.hi)
+    }
+}
+
 impl PairedDiff {
     /// Whether the interval includes 0 (the difference is not significant at 5 %).
     pub fn includes_zero(&self) -> bool {
@@ -56,6 +63,7 @@ mod tests {
         let d = paired_diff(&a, &b, 500, 1).unwrap();
         assert!((d.mean - 0.25).abs() < 1e-12 && (d.lo - 0.25).abs() < 1e-12 && (d.hi - 0.25).abs() < 1e-12);
         assert!(!d.includes_zero());
+        assert_eq!(d.to_string(), "+0.250 [+0.250, +0.250]");
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub(crate) fn cmd_demo(a: DemoArgs) -> Result<()> {
     let c = agreement::contrast(&samples.fresh, &samples.shared, &samples.letters, seed);
     let (fresh, shared) = (aggregate(&samples.fresh, &samples.letters)?, aggregate(&samples.shared, &samples.letters)?);
     let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
-    let d = |d: Option<&PairedDiff>| d.map_or("–".into(), |d| format!("{:+.3} [{:+.3}, {:+.3}]", d.mean, d.lo, d.hi));
+    let d = |d: Option<&PairedDiff>| d.map_or("–".into(), PairedDiff::to_string);
     println!(
         "position agreement: fresh {} / shared {} (chance {}), shared − fresh {}",
         f(fresh.position_agreement),

@@ -62,12 +62,11 @@ pub fn verdict(c: &Contrast) -> String {
     let (Some(p), Some(n)) = (&c.position, &c.noise) else {
         return "too few valid samples to tell whether Z steers the samples.".into();
     };
-    let diff = |d: &PairedDiff| format!("{:+.3} [{:+.3}, {:+.3}]", d.mean, d.lo, d.hi);
     let numbers = format!(
         "shared − fresh position agreement {} (chance {}), noise agreement {} (95 % paired bootstrap over groups)",
-        diff(p),
+        p,
         c.position_chance.map_or("–".into(), |v| format!("{v:.3}")),
-        diff(n)
+        n
     );
     match (p.lo > 0.0, n.lo > 0.0) {
         (false, false) => format!(

@@ -392,7 +392,7 @@ fn regime_row(r: &ArmResult) -> String {
 
 /// A paired difference as `+0.012 [−0.003, +0.027]`, or `–`.
 fn fmt_diff(d: Option<&PairedDiff>) -> String {
-    d.map_or("–".into(), |d| format!("{:+.3} [{:+.3}, {:+.3}]", d.mean, d.lo, d.hi))
+    d.map_or("–".into(), PairedDiff::to_string)
 }
 
 /// The latent recipe in words: E's init, E's optimizer and the learning-rate multipliers, each
