@@ -431,7 +431,7 @@ fn ce_backward_reaches_the_encoder_and_the_trunk_through_it() {
     let _g = serial();
     // κ = H bits: KL_t ≤ H·ln 2 always, so the hinge is inactive and only CE is backpropagated.
     let mut cfg = tiny(4, "4");
-    cfg.latent.post_sampler_init_std = 0.5;
+    cfg.latent.post_sampler_init_std = Some(0.5);
     let (b, t) = (3, 12);
     let seq = tokens(18, b, t + 1);
     let (inp, tgt) = (seq.narrow(1, 0, t).contiguous(), seq.narrow(1, 1, t).contiguous());
@@ -541,7 +541,7 @@ fn compare_fused_dense(double: bool) {
     for bits in [3usize, 4] {
         for kappa in ["\"1/64\"".to_string(), bits.to_string()] {
             let mut cfg = tiny(bits, &kappa);
-            cfg.latent.post_sampler_init_std = 0.5;
+            cfg.latent.post_sampler_init_std = Some(0.5);
             let fused = run_backward(&cfg, MapperGrad::Fused, double, &inp, &tgt);
             let dense = run_backward(&cfg, MapperGrad::Dense, double, &inp, &tgt);
             let tag = format!("H={bits} κ={kappa} f64={double}");
@@ -645,7 +645,7 @@ fn model_gradient_matches_finite_differences_of_the_surrogate() {
     // hinge is active for about half of the tokens, so a hinge applied after averaging would show.
     for kappa in ["3", "1"] {
         let mut cfg = tiny(3, kappa);
-        cfg.latent.post_sampler_init_std = 0.5;
+        cfg.latent.post_sampler_init_std = Some(0.5);
         let mut model = build(&cfg, 111);
         model.var_store_mut().double();
         let readout = &model.latent().unwrap().encoder.readout;
@@ -724,7 +724,7 @@ fn bit_structured_post_sampler_is_linear_in_the_bits_and_gives_eq8_its_closed_fo
     let _g = serial();
     let mut cfg = tiny(4, "1");
     cfg.latent.post_sampler_init = freet::model::config::PostSamplerInit::Bits;
-    cfg.latent.post_sampler_init_std = 0.5;
+    cfg.latent.post_sampler_init_std = Some(0.5);
     let model = build(&cfg, 41);
     let lat = model.latent().unwrap();
     let e = lat.post_sampler.to_kind(Kind::Double);

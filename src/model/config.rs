@@ -33,11 +33,13 @@ pub enum MapperGrad {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum PostSamplerInit {
-    /// i.i.d. rows, `E ~ N(0, σ²)` with σ = `post_sampler_init_std` (default).
-    #[default]
+    /// i.i.d. rows, `E ~ N(0, σ²)` with σ = `post_sampler_init_std` (default 0.02, the spec's).
     Gaussian,
-    /// Linear in the ±1 bits: `E_c = Σ_h (2·bit(c,h) − 1)·W_h`, `W ~ N(0, σ²/H)`, plus i.i.d.
-    /// `N(0, post_sampler_init_noise²)`; Eq. 8 then gives bit h the full signal `2p(1−p)·δR·W_h`.
+    /// Linear in the ±1 bits: `E_c = Σ_h (2·bit(c,h) − 1)·W_h`, `W ~ N(0, σ²/H)` (default σ = 1),
+    /// plus i.i.d. `N(0, post_sampler_init_noise²)`; Eq. 8 then gives bit h the full signal
+    /// `2p(1−p)·δR·W_h`. The default: at H = 16 it is what makes the decoder read Z
+    /// (docs/results/figure4-probes/README.md §7).
+    #[default]
     Bits,
 }
 
@@ -132,9 +134,10 @@ pub struct LatentConfig {
     /// Free-bits threshold κ per token, in bits (required when enabled).
     #[serde(default)]
     pub kappa_bits: Option<KappaBits>,
-    /// Std σ of the post-sampler table E init (per entry, for either init).
-    #[serde(default = "default_init_std")]
-    pub post_sampler_init_std: f64,
+    /// Std σ of the post-sampler table E init (unset: 1 for `bits`, the spec's 0.02 for
+    /// `gaussian`); read it through [`LatentConfig::init_std`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_sampler_init_std: Option<f64>,
     /// Shape of the E init: `gaussian` (i.i.d. rows) or `bits` (linear in the code's bits).
     #[serde(default)]
     pub post_sampler_init: PostSamplerInit,
@@ -175,13 +178,24 @@ impl Default for LatentConfig {
             bits: default_bits(),
             inject_after: None,
             kappa_bits: None,
-            post_sampler_init_std: default_init_std(),
-            post_sampler_init: PostSamplerInit::Gaussian,
+            post_sampler_init_std: None,
+            post_sampler_init: PostSamplerInit::default(),
             post_sampler_init_noise: 0.0,
             injection: Injection::PreNorm,
             mapper_grad: MapperGrad::Fused,
             mapper_chunk: 0,
         }
+    }
+}
+
+impl LatentConfig {
+    /// σ of the E init: `post_sampler_init_std` if set, else 1 for `bits` and 0.02 (spec) for
+    /// `gaussian`.
+    pub fn init_std(&self) -> f64 {
+        self.post_sampler_init_std.unwrap_or(match self.post_sampler_init {
+            PostSamplerInit::Bits => 1.0,
+            PostSamplerInit::Gaussian => 0.02,
+        })
     }
 }
 
@@ -323,7 +337,7 @@ impl ModelConfig {
             }
             _ => {}
         }
-        if !(lat.post_sampler_init_std.is_finite() && lat.post_sampler_init_std >= 0.0) {
+        if !(lat.init_std().is_finite() && lat.init_std() >= 0.0) {
             return Err(value_err("model.latent.post_sampler_init_std", "must be finite and ≥ 0"));
         }
         if !(lat.post_sampler_init_noise.is_finite() && lat.post_sampler_init_noise >= 0.0) {
@@ -363,5 +377,18 @@ mod tests {
         assert!((KappaBits::parse("1/8").unwrap().nats() - 0.086_643).abs() < 1e-6);
         assert!(KappaBits::parse("1/0").is_err());
         assert!(KappaBits::parse("abc").is_err());
+    }
+
+    #[test]
+    fn post_sampler_init_defaults_to_bits_sigma_one_and_the_spec_stays_selectable() {
+        let parse = |extra: &str| -> LatentConfig { toml::from_str(&format!("kappa_bits = 1\n{extra}")).unwrap() };
+        let d = parse("");
+        assert_eq!((d.post_sampler_init, d.init_std()), (PostSamplerInit::Bits, 1.0));
+        let spec = parse("post_sampler_init = \"gaussian\"");
+        assert_eq!((spec.post_sampler_init, spec.init_std()), (PostSamplerInit::Gaussian, 0.02));
+        assert_eq!(parse("post_sampler_init_std = 0.5").init_std(), 0.5);
+        // An unset σ round-trips as unset (a saved config keeps meaning "the init's default").
+        let again: LatentConfig = toml::from_str(&toml::to_string(&d).unwrap()).unwrap();
+        assert_eq!(again, d);
     }
 }

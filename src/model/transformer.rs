@@ -158,7 +158,7 @@ pub struct FreeTransformer {
 /// The post-sampler table `E: [C, D]` under `p`, initialised as `lat.post_sampler_init` says (draws
 /// from torch's global generator, seeded by the caller).
 fn post_sampler_table(p: &tch::nn::Path, lat: &LatentConfig, mapper: &BinaryMapper, d: i64) -> Tensor {
-    let (c, sigma) = (mapper.num_codes(), lat.post_sampler_init_std);
+    let (c, sigma) = (mapper.num_codes(), lat.init_std());
     match lat.post_sampler_init {
         PostSamplerInit::Gaussian => p.var("weight", &[c, d], Init::Randn { mean: 0.0, stdev: sigma }),
         PostSamplerInit::Bits => {

@@ -400,10 +400,10 @@ fn fmt_diff(d: Option<&PairedDiff>) -> String {
 pub fn latent_recipe(run: &RunConfig) -> String {
     let (lat, t) = (&run.model.latent, &run.train);
     let mut s = match lat.post_sampler_init {
-        PostSamplerInit::Gaussian => format!("post-sampler E ~ N(0, {}²)", lat.post_sampler_init_std),
+        PostSamplerInit::Gaussian => format!("post-sampler E ~ N(0, {}²)", lat.init_std()),
         PostSamplerInit::Bits => format!(
             "bit-structured E (E_c = Σ_h (2·bit_h(c) − 1)·W_h, W ~ N(0, {}²/H){})",
-            lat.post_sampler_init_std,
+            lat.init_std(),
             if lat.post_sampler_init_noise > 0.0 {
                 format!(", plus N(0, {}²) noise", lat.post_sampler_init_noise)
             } else {
