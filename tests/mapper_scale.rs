@@ -2,9 +2,9 @@
 //! `[B, T, 2^H]` tensor. Alone in its own test binary so that the process's peak RSS measures this
 //! test only.
 //!
-//! The fused mapper's scratch does not depend on the token count (≈ 3 buffers of chunk × C fp32 =
-//! 3 × 64 MiB at the default chunk of 256 tokens: 183 MiB measured), while one fp32 `[B, T, C]`
-//! tensor is 1 GiB here; the dense formulation grew the peak RSS by 4 GiB on the same batch
+//! The fused mapper's scratch is two `[tokens, tile]` fp32 buffers within a 16 MiB budget each
+//! (the tile of codes shrinks as the token count grows), while one fp32 `[B, T, C]` tensor is 1 GiB
+//! here; the dense formulation grew the peak RSS by 4 GiB on the same batch
 //! (measured once, by hand). Runs on one libtorch thread (≈ 3.5 s on a loaded 2-core machine; two
 //! threads took 7–10 s there).
 
@@ -24,7 +24,7 @@ fn peak_rss() -> u64 {
 }
 
 #[test]
-fn fused_h16_forward_backward_stays_within_chunk_scratch() {
+fn fused_h16_forward_backward_stays_within_tile_scratch() {
     let _g = serial();
     let cfg = tiny(16, "\"1/64\"");
     let model = build(&cfg, 301);
@@ -40,7 +40,7 @@ fn fused_h16_forward_backward_stays_within_chunk_scratch() {
         model.backward(&fwd, &loss, 1.0);
         loss.total().double_value(&[])
     };
-    // Warm-up on 32 tokens (allocator, thread pools, one 32-token mapper chunk).
+    // Warm-up on 32 tokens (allocator, thread pools, the mapper on 32 tokens).
     step(1, 32, 1);
     let before = peak_rss();
     let start = Instant::now();
@@ -60,7 +60,7 @@ fn fused_h16_forward_backward_stays_within_chunk_scratch() {
     let g = lat.encoder.readout.grad();
     assert!(g.defined() && g.isfinite().all().int64_value(&[]) == 1 && g.abs().max().double_value(&[]) > 0.0);
     assert_eq!(g.kind(), Kind::Float);
-    // Chunk scratch is O(chunk · C) (≈ 64 MiB per n×C buffer, three of them); a single [B, T, C]
-    // fp32 tensor would already add 1 GiB.
+    // Tile scratch is O(tokens · tile) (≤ 16 MiB per buffer); a single [B, T, C] fp32 tensor would
+    // already add 1 GiB.
     assert!(growth < one_btc / 2, "peak RSS grew by {} MiB: a [B, T, 2^H]-sized buffer was allocated?", growth >> 20);
 }

@@ -24,7 +24,7 @@ use tch::Device;
 pub enum Variant {
     /// The decoder alone.
     Baseline,
-    /// The Free Transformer with the fused, chunked Eq. 8 backward (freet's default).
+    /// The Free Transformer with the fused, code-tiled Eq. 8 backward (freet's default).
     Ft,
     /// The Free Transformer with the dense one-hot formulation (`mapper_grad = "dense"`).
     FtDense,

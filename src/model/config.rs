@@ -21,7 +21,7 @@ pub enum Injection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum MapperGrad {
-    /// Chunked closed-form backward, O(chunk·2^H) scratch, no dense one-hot (default).
+    /// Closed-form backward tiled over codes, O(tokens·tile) scratch, no dense one-hot (default).
     #[default]
     Fused,
     /// Autodiff of `E[c] + (G − sg(G))·E` with G materialised for the whole batch: the usual
@@ -150,9 +150,14 @@ pub struct LatentConfig {
     /// How Eq. 8's gradient is computed.
     #[serde(default)]
     pub mapper_grad: MapperGrad,
-    /// Tokens per chunk in the fused mapper backward (0 = choose so scratch stays ≤ 16 MiB).
+    /// Codes per tile in the fused mapper backward (a power of two ≤ 2^H; 0 = the largest tile
+    /// whose `[tokens, tile]` fp32 scratch stays ≤ 16 MiB).
     #[serde(default)]
-    pub mapper_chunk: usize,
+    pub mapper_tile: usize,
+    /// Accepted and ignored: the tokens per chunk of the token-chunked backward that tiling over
+    /// codes replaced (2026-11-30), so that configs and checkpoints written before still load.
+    #[serde(default, skip_serializing)]
+    pub mapper_chunk: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -183,7 +188,8 @@ impl Default for LatentConfig {
             post_sampler_init_noise: 0.0,
             injection: Injection::PreNorm,
             mapper_grad: MapperGrad::Fused,
-            mapper_chunk: 0,
+            mapper_tile: 0,
+            mapper_chunk: None,
         }
     }
 }
@@ -349,6 +355,13 @@ impl ModelConfig {
                 "is only used with post_sampler_init = \"bits\"",
             ));
         }
+        let tile = lat.mapper_tile;
+        if tile != 0 && (!tile.is_power_of_two() || tile > 1 << lat.bits) {
+            return Err(value_err(
+                "model.latent.mapper_tile",
+                format!("must be 0 (automatic) or a power of two ≤ 2^bits = {}, got {tile}", 1u64 << lat.bits),
+            ));
+        }
         Ok(())
     }
 
@@ -390,5 +403,21 @@ mod tests {
         // An unset σ round-trips as unset (a saved config keeps meaning "the init's default").
         let again: LatentConfig = toml::from_str(&toml::to_string(&d).unwrap()).unwrap();
         assert_eq!(again, d);
+    }
+
+    #[test]
+    fn mapper_tile_is_a_power_of_two_and_the_old_chunk_key_still_loads() {
+        let model = |latent: &str| -> ModelConfig {
+            toml::from_str(&format!(
+                "vocab_size = 29\nd_model = 32\nn_layers = 2\nn_heads = 2\nn_kv_heads = 1\nffn_hidden = 64\nmax_seq_len = 16\n\
+                 [latent]\nbits = 4\nkappa_bits = 1\n{latent}"
+            ))
+            .unwrap()
+        };
+        assert!(model("mapper_tile = 8").validate().is_ok());
+        let e = model("mapper_tile = 6").validate().unwrap_err().to_string();
+        assert!(e.contains("model.latent.mapper_tile") && e.contains("power of two"), "{e}");
+        assert!(model("mapper_tile = 32").validate().is_err(), "a tile larger than 2^H");
+        assert!(model("mapper_chunk = 64").validate().is_ok(), "checkpoints written before tiling load");
     }
 }

@@ -4,15 +4,13 @@
 //!
 //! tch has no custom autograd functions, so the fused gradient is applied by the two-phase backward
 //! of [`crate::model::FreeTransformer::backward`]: [`BinaryMapper::grad_bit_logits`] turns
-//! `∂loss/∂R` into `∂loss/∂o` in chunks of tokens, with `O(chunk · 2^H)` scratch and never a
+//! `∂loss/∂R` into `∂loss/∂o` in tiles of codes, with `O(N · tile)` scratch and never a
 //! `[B, T, 2^H]` tensor.
 
 use crate::util::rng::{Stream, uniforms};
 use tch::{Device, Kind, Tensor};
 
-/// Scratch budget of one chunk of the fused backward (`n × C` fp32). Measured on 2 Zen 4 cores at
-/// H = 16, D = 128: 16 MiB chunks (64 tokens) ran the backward in 685 ms against 805 ms for 64 MiB
-/// (PyTorch, same libtorch, `examples/profile_step.rs` for the Rust side).
+/// Scratch budget of one `[n, 2^L]` buffer of the fused backward (fp32).
 const CHUNK_BYTES: i64 = 16 << 20;
 
 /// Sampling, packing, and the Eq. 8 gradient for `H` bits.
@@ -25,18 +23,19 @@ pub struct BinaryMapper {
     powers: Tensor,
     /// `h` for h in 0..H (int64), to unpack codes into bits.
     shifts: Tensor,
-    chunk: i64,
+    /// Codes per tile of the fused backward (a power of two; 0 = from the memory budget).
+    tile: i64,
 }
 
 impl BinaryMapper {
-    /// A mapper for `bits` bits; `chunk = 0` picks the largest chunk within 16 MiB of scratch.
-    pub fn new(bits: usize, chunk: usize, device: Device) -> Self {
+    /// A mapper for `bits` bits; `tile` codes per tile of the fused backward (a power of two
+    /// ≤ 2^H, checked by the config), 0 = the largest tile within 16 MiB of scratch.
+    pub fn new(bits: usize, tile: usize, device: Device) -> Self {
         let bits = bits as i64;
         let c = 1i64 << bits;
         let shifts = Tensor::arange(bits, (Kind::Int64, device));
         let powers = Tensor::ones_like(&shifts).bitwise_left_shift(&shifts);
-        let chunk = if chunk > 0 { chunk as i64 } else { (CHUNK_BYTES / (4 * c)).max(1) };
-        let mut m = BinaryMapper { bits, table: Tensor::new(), powers, shifts, chunk };
+        let mut m = BinaryMapper { bits, table: Tensor::new(), powers, shifts, tile: tile as i64 };
         m.table = m.unpack(&Tensor::arange(c, (Kind::Int64, device))).to_kind(Kind::Float);
         m
     }
@@ -95,45 +94,60 @@ impl BinaryMapper {
     }
 
     /// The fused Eq. 8 backward: given bit logits `o: [N, H]`, the table `E: [C, D]` and
-    /// `δR = ∂loss/∂R: [N, D]`, returns `∂loss/∂o: [N, H]`, chunked over tokens:
-    /// `gc = δR·Eᵀ; w = exp(log G) ⊙ gc; δo = w·BITS − p ⊙ Σ_c w`. Computed in fp32 (f64 when `o`
-    /// is f64, for tests), whatever the model's compute dtype.
+    /// `δR = ∂loss/∂R: [N, D]`, returns `∂loss/∂o: [N, H]`:
+    /// `gc = δR·Eᵀ; w = G ⊙ gc; δo = w·BITS − p ⊙ Σ_c w`. Computed in fp32 (f64 when `o` is f64,
+    /// for tests), whatever the model's compute dtype.
+    ///
+    /// Tiled over codes, so that E streams through the cache once per call: a tile is the `2^L`
+    /// codes that share their high `H − L` bits, and G factorises over bits,
+    /// `G[n, j·2^L + i] = A[n, i]·B[n, j]` with `A` the distribution of the low L bits and `B` that
+    /// of the high ones. `A: [N, 2^L]` and `B: [N, 2^(H−L)]` are computed once; each tile is one
+    /// full-width GEMM `δR·E_jᵀ`, one product with `A`, and one `[N, 2^L] × [2^L, L + 1]` reduction
+    /// (low-bit sums and the row sum), weighted by `B[:, j]`. Scratch is two `[N, 2^L]` buffers and
+    /// never a `[N, 2^H]` one.
     pub fn grad_bit_logits(&self, o: &Tensor, e: &Tensor, delta_r: &Tensor) -> Tensor {
         tch::no_grad(|| {
             let k = if o.kind() == Kind::Double { Kind::Double } else { Kind::Float };
-            let o = o.detach().to_kind(k);
-            let e = e.detach().to_kind(k);
-            let dr = delta_r.to_kind(k);
+            let opts = (k, o.device());
+            let (o, e, dr) = (o.detach().to_kind(k), e.detach().to_kind(k), delta_r.to_kind(k));
+            let (n, h) = (o.size()[0], self.bits);
+            let low = self.tile_bits(n);
+            let (ct, tiles) = (1i64 << low, 1i64 << (h - low));
             let table = self.table.to_kind(k);
-            let n = o.size()[0];
-            let et = e.tr();
-            let table_t = table.tr();
-            // Two [chunk, C] scratch buffers, allocated once and reused by every chunk: repeated
-            // allocation of tens of MiB fragments glibc's heap (measured: +871 MiB peak RSS for
-            // 4096 tokens at H = 16 with per-chunk allocation, against +186 MiB).
-            let rows = self.chunk.min(n.max(1));
-            let c = table.size()[0];
-            let w_buf = Tensor::empty([rows, c], (k, o.device()));
-            let gc_buf = Tensor::empty([rows, c], (k, o.device()));
-            let mut parts = Vec::new();
-            let mut start = 0;
-            while start < n {
-                let len = self.chunk.min(n - start);
-                let oc = o.narrow(0, start, len);
-                let mut w = w_buf.narrow(0, 0, len);
-                let gc = gc_buf.narrow(0, 0, len);
-                // log G = o·BITSᵀ − Σ_h softplus(o), then G = exp(log G), w = G ⊙ (δR·Eᵀ).
-                let _ = oc.mm_out(&w, &table_t);
-                let _ = w.g_sub_(&oc.softplus().sum_dim_intlist(-1, true, k));
-                let _ = w.exp_();
-                let _ = dr.narrow(0, start, len).mm_out(&gc, &et);
-                let _ = w.g_mul_(&gc);
-                let s = w.sum_dim_intlist(-1, true, k);
-                parts.push(w.mm(&table) - oc.sigmoid() * s);
-                start += len;
+            // Codes 0..2^L carry every low-bit pattern; codes 0..2^(H−L) every high-bit pattern.
+            let bits_low = table.narrow(0, 0, ct).narrow(1, 0, low);
+            let bits_high = table.narrow(0, 0, tiles).narrow(1, 0, h - low);
+            let factor = |o_part: &Tensor, bits: &Tensor| {
+                (o_part.mm(&bits.tr()) - o_part.softplus().sum_dim_intlist(-1, true, k)).exp()
+            };
+            let a = factor(&o.narrow(1, 0, low), &bits_low); // [N, 2^L]
+            let b = factor(&o.narrow(1, low, h - low), &bits_high); // [N, 2^(H−L)]
+            let reduce = Tensor::cat(&[bits_low, Tensor::ones([ct, 1], opts)], 1); // [2^L, L + 1]
+            let mut w = Tensor::empty([n, ct], opts);
+            let mut acc_low = Tensor::zeros([n, low], opts);
+            let row_sums = Tensor::empty([n, tiles], opts); // Σ_i A·gc per tile, before B
+            for j in 0..tiles {
+                let _ = dr.mm_out(&w, &e.narrow(0, j * ct, ct).tr());
+                let _ = w.g_mul_(&a);
+                let us = w.mm(&reduce);
+                acc_low += us.narrow(1, 0, low) * b.narrow(1, j, 1);
+                row_sums.narrow(1, j, 1).copy_(&us.narrow(1, low, 1));
             }
-            Tensor::cat(&parts, 0)
+            let weighted = row_sums * &b; // Σ_{c in tile j} w_c
+            let acc_high = weighted.mm(&bits_high);
+            let s = weighted.sum_dim_intlist(-1, true, k);
+            Tensor::cat(&[acc_low, acc_high], 1) - o.sigmoid() * s
         })
+    }
+
+    /// L, the low bits per tile of the fused backward: the configured tile, else the largest
+    /// `2^L ≤ 2^H` whose `[n, 2^L]` fp32 scratch buffer fits in 16 MiB (at least 1 bit).
+    fn tile_bits(&self, n: i64) -> i64 {
+        if self.tile > 0 {
+            return self.tile.trailing_zeros() as i64;
+        }
+        let fit = (CHUNK_BYTES / (4 * n.max(1))).max(2);
+        (63 - fit.leading_zeros() as i64).clamp(1, self.bits)
     }
 
     /// The usual autodiff formulation `R = (Y + (G − sg(G)))·E` with the whole `[…, C]` G and
@@ -152,7 +166,7 @@ mod tests {
     use super::*;
 
     fn mapper(bits: usize) -> BinaryMapper {
-        BinaryMapper::new(bits, 3, Device::Cpu)
+        BinaryMapper::new(bits, 0, Device::Cpu)
     }
 
     #[test]
@@ -216,16 +230,20 @@ mod tests {
             let soft = log_g.exp().matmul(&e);
             let f = (&soft * &w).sum(Kind::Double);
             let auto = Tensor::run_backward(&[&f], &[&o], false, false).remove(0);
-            // The fused chunked path (fp32 internally).
-            let fused = m.grad_bit_logits(&o.to_kind(Kind::Float), &e.to_kind(Kind::Float), &w.to_kind(Kind::Float));
-            assert!(
-                fused.to_kind(Kind::Double).allclose(&auto, 1e-4, 1e-5, false),
-                "H={bits}: fused {fused} vs autodiff {auto}"
-            );
-            // The same fused function run in f64, to the spec's 1e-6.
-            let fused64 = m.grad_bit_logits(&o.detach(), &e, &w);
-            let err = (&fused64 - &auto).abs().max().double_value(&[]);
-            assert!(err < 1e-6, "H={bits}: f64 fused error {err}");
+            // The fused tiled path (fp32 internally), at every tile size from one code to all.
+            for tile in (0..=bits).map(|l| 1usize << l) {
+                let m = BinaryMapper::new(bits, tile, Device::Cpu);
+                let fused =
+                    m.grad_bit_logits(&o.to_kind(Kind::Float), &e.to_kind(Kind::Float), &w.to_kind(Kind::Float));
+                assert!(
+                    fused.to_kind(Kind::Double).allclose(&auto, 1e-4, 1e-5, false),
+                    "H={bits}, tile {tile}: fused {fused} vs autodiff {auto}"
+                );
+                // The same fused function run in f64, to the spec's 1e-6.
+                let fused64 = m.grad_bit_logits(&o.detach(), &e, &w);
+                let err = (&fused64 - &auto).abs().max().double_value(&[]);
+                assert!(err < 1e-6, "H={bits}, tile {tile}: f64 fused error {err}");
+            }
             // Analytic: Σ_c g_c G_c (bit(c,h) − p_h).
             let g = w.matmul(&e.tr()); // [n, C]
             let gp = log_g.detach().exp();
@@ -243,6 +261,29 @@ mod tests {
             let fd = (f_at(eps) - f_at(-eps)) / (2.0 * eps);
             let a = auto.double_value(&[2, 0]);
             assert!((fd - a).abs() < 1e-6, "H={bits}: fd {fd} vs {a}");
+        }
+    }
+
+    /// At H = 12 with confident bits (|o| up to 12, G spread over few codes) the tiled backward
+    /// equals the analytic `Σ_c g_c G_c (bit(c,h) − p_h)` over the full `[N, 2^H]` G, in f64, for
+    /// the automatic tile and three explicit ones.
+    #[test]
+    fn tiled_backward_equals_the_full_formula_at_h12() {
+        let opts = (Kind::Double, Device::Cpu);
+        let (bits, n, d) = (12usize, 37i64, 9i64);
+        let c = 1i64 << bits;
+        tch::manual_seed(5);
+        let o = Tensor::randn([n, bits as i64], opts) * 4.0;
+        let e = Tensor::randn([c, d], opts);
+        let w = Tensor::randn([n, d], opts);
+        let m = mapper(bits);
+        let table = m.table().to_kind(Kind::Double);
+        let g = w.matmul(&e.tr()) * m.log_code_probs(&o).exp();
+        let want = g.matmul(&table) - o.sigmoid() * g.sum_dim_intlist(-1, true, Kind::Double);
+        for tile in [0usize, 2, 64, 4096] {
+            let got = BinaryMapper::new(bits, tile, Device::Cpu).grad_bit_logits(&o, &e, &w);
+            let err = (&got - &want).abs().max().double_value(&[]);
+            assert!(err < 1e-10, "tile {tile}: error {err}");
         }
     }
 

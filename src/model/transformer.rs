@@ -198,7 +198,7 @@ impl FreeTransformer {
             (!cfg.tied_embeddings).then(|| linear_weight(&root, "lm_head", cfg.vocab_size, cfg.d_model, cfg.init_std));
         let latent = cfg.latent().map(|lat| {
             let lp = &p / "latent";
-            let mapper = BinaryMapper::new(lat.bits, lat.mapper_chunk, device);
+            let mapper = BinaryMapper::new(lat.bits, lat.mapper_tile, device);
             LatentModule {
                 encoder: Encoder::new(&lp, cfg, lat.bits),
                 post_sampler: post_sampler_table(&(&lp / "post_sampler"), lat, &mapper, d),
