@@ -23,3 +23,5 @@ architecture:
 	$(ENV) cargo test --release --test architecture
 test-pretrained:
 	bash scripts/test-pretrained.sh
+bench-pretrained:
+	bash scripts/bench-pretrained.sh

@@ -59,6 +59,11 @@ def main():
     save_file(out, a.out)
     json.dump(info, open(a.out + ".json", "w"), indent=1)
     print(json.dumps(info))
+    if a.bench:
+        b = info["bench"]
+        print(f"transformers {info['transformers']}: {b['prompt_tokens']} prompt tokens, {b['new_tokens']} new tokens, "
+              f"{info['threads']} threads: first token {b['first_token_s']:.3f} s, decode {b['decode_tokens_per_s']:.2f} "
+              f"tokens/s")
 
 
 if __name__ == "__main__":
