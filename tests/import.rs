@@ -307,3 +307,85 @@ fn bad_inputs_are_one_line_errors() {
     fails_with(&freet(&["import", fixture().to_str().unwrap(), "--out", &out("exists")]), &["already exists"]);
     assert!(!tmp.path().join("o1").exists() && !tmp.path().join("o5").exists(), "nothing written on error");
 }
+
+/// A run config fine-tuning the fixture (`train.init_from`) on the test corpus; `latent` is the
+/// `[model.latent]` body.
+fn finetune_toml(init_from: &Path, latent: &str, extra: &str) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    format!(
+        r#"
+[model]
+vocab_size = 280
+d_model = 16
+n_layers = 2
+n_heads = 4
+n_kv_heads = 2
+ffn_hidden = 40
+rope_theta = 500.0
+max_seq_len = 64
+norm_eps = 1e-5
+{extra}
+[model.latent]
+{latent}
+[train]
+init_from = "{}"
+steps = 2
+batch_size = 2
+lr = 1e-9
+warmup_steps = 0
+weight_decay = 0.0
+log_every = 1
+eval_batches = 1
+[data]
+kind = "text"
+path = "{root}/tests/data/tiny-corpus.txt"
+tokenizer = "{root}/tests/data/tiny-llama/tokenizer.json"
+seq_len = 17
+val_fraction = 0.2
+"#,
+        init_from.display()
+    )
+}
+
+#[test]
+fn fine_tuning_starts_from_an_imported_or_converted_checkpoint() {
+    use freet::config::RunConfig;
+    use freet::import::convert::{ConvertOptions, convert};
+    use freet::model::config::KappaBits;
+    use freet::train::trainer::{TrainOptions, train};
+    let _g = common::serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let imp = import(&fixture()).unwrap();
+    let base_dir = tmp.path().join("base");
+    write(&base_dir, &imp.model, &imp.tokenizer, &imp.extras).unwrap();
+    let run = |toml: &str, name: &str| {
+        let cfg = RunConfig::from_toml_str(toml, name, &[])?;
+        let mut opts = TrainOptions::new(tmp.path().join(name));
+        opts.progress = false;
+        train(&cfg, &opts)
+    };
+    // Baseline: after two steps at lr 1e-9 the weights are still the imported ones.
+    let s = run(&finetune_toml(&base_dir, "enabled = false", ""), "ft-base").unwrap();
+    let tuned = checkpoint::load(&s.checkpoint, Device::Cpu).unwrap();
+    let (a, b) = (imp.model.var_store().variables(), tuned.model.var_store().variables());
+    for (name, t) in &a {
+        let d = (t - &b[name]).abs().max().double_value(&[]);
+        assert!(d < 1e-6, "{name}: {d}");
+    }
+    // Free Transformer from a converted checkpoint.
+    let opts = ConvertOptions { bits: 4, kappa: KappaBits(0.5), e_std: 0.5, inject_after: None, seed: 0 };
+    let ft = convert(&imp.model, &opts).unwrap();
+    let ft_dir = tmp.path().join("ft");
+    write(&ft_dir, &ft, &imp.tokenizer, &imp.extras).unwrap();
+    let latent = "enabled = true\nbits = 4\nkappa_bits = 0.5";
+    let s = run(&finetune_toml(&ft_dir, latent, ""), "ft-ft").unwrap();
+    assert!(s.eval.and_then(|e| e.prior_ce).is_some());
+    // A different architecture or tokenizer is a one-line error naming it.
+    let e = run(&finetune_toml(&base_dir, "enabled = false", "").replace("ffn_hidden = 40", "ffn_hidden = 48"), "bad1");
+    let msg = format!("{:#}", e.unwrap_err());
+    assert!(msg.contains("model.ffn_hidden") && msg.contains("init_from"), "{msg}");
+    let e = run(&finetune_toml(&base_dir, "enabled = true\nbits = 6\nkappa_bits = 0.5", ""), "bad2");
+    assert!(format!("{:#}", e.unwrap_err()).contains("model.latent.enabled"));
+    let e = run(&finetune_toml(&ft_dir, "enabled = true\nbits = 6\nkappa_bits = 0.5", ""), "bad3");
+    assert!(format!("{:#}", e.unwrap_err()).contains("model.latent.bits"));
+}
