@@ -389,3 +389,93 @@ fn fine_tuning_starts_from_an_imported_or_converted_checkpoint() {
     let e = run(&finetune_toml(&ft_dir, "enabled = true\nbits = 6\nkappa_bits = 0.5", ""), "bad3");
     assert!(format!("{:#}", e.unwrap_err()).contains("model.latent.bits"));
 }
+
+#[test]
+fn the_cli_imports_samples_evaluates_and_converts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let ok = |out: Output| {
+        let (o, e) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "stdout {o} stderr {e}");
+        (o, e)
+    };
+    let (o, _) = ok(freet(&["import", fixture().to_str().unwrap(), "--out", ck.to_str().unwrap()]));
+    assert!(o.contains("2 blocks") && o.contains("280 tokens") && o.contains("chat template kept"), "{o}");
+    let (o, e) = ok(freet(&[
+        "sample",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--prompt",
+        "The keeper",
+        "-n",
+        "2",
+        "--max-new",
+        "6",
+        "--temperature",
+        "0",
+        "--timing",
+        "--threads",
+        "1",
+    ]));
+    assert_eq!(o.lines().count(), 2, "{o}");
+    assert!(o.lines().all(|l| l.starts_with("The keeper")), "{o}");
+    assert!(e.contains("tokens/s") && e.contains("1 threads"), "{e}");
+    // Evaluated on a run config's held-out split (an imported checkpoint has no training state).
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(&cfg, finetune_toml(&ck, "enabled = false", "")).unwrap();
+    let (o, _) = ok(freet(&["eval", "--checkpoint", ck.to_str().unwrap(), "--config", cfg.to_str().unwrap()]));
+    assert!(o.to_lowercase().contains("ce"), "{o}");
+    fails_with(&freet(&["eval", "--checkpoint", ck.to_str().unwrap()]), &["no state.json", "--config"]);
+    // Converted, with the prior-Z gap measured: exactly zero at σ = 0.
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-corpus.txt");
+    let ft = tmp.path().join("ft");
+    let (o, _) = ok(freet(&[
+        "convert",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        ft.to_str().unwrap(),
+        "--bits",
+        "6",
+        "--kappa",
+        "1/2",
+        "--e-std",
+        "0",
+        "--measure",
+        corpus.to_str().unwrap(),
+        "--seq-len",
+        "32",
+        "--windows",
+        "4",
+    ]));
+    assert!(o.contains("gap +0.00000") && o.contains("H = 6"), "{o}");
+    let loaded = checkpoint::load(&ft, Device::Cpu).unwrap();
+    assert_eq!(loaded.model.config().latent().map(|l| l.bits), Some(6));
+    fails_with(
+        &freet(&[
+            "convert",
+            "--checkpoint",
+            ft.to_str().unwrap(),
+            "--out",
+            tmp.path().join("x").to_str().unwrap(),
+            "--kappa",
+            "1",
+        ]),
+        &["already a Free Transformer"],
+    );
+    fails_with(
+        &freet(&[
+            "convert",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--out",
+            tmp.path().join("y").to_str().unwrap(),
+            "--kappa",
+            "1",
+            "--bits",
+            "17",
+        ]),
+        &["model.latent.bits"],
+    );
+}
