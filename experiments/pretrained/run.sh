@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEEDS=${SEEDS:-1}
-E_STD=${E_STD:-9}
+E_STD=${E_STD:-1}
 OUT=runs/pretrained
 freet() { scripts/with-env target/release/freet "$@"; }
 scripts/with-env cargo build --release
@@ -32,8 +32,8 @@ PROMPT="FERDINAND.
 "
 for seed in $(seq 1 "$SEEDS"); do
     for arm in baseline ft; do
-        [ -d $OUT/$arm-s$seed/checkpoints ] || freet train --config experiments/pretrained/$arm.toml \
-            --out $OUT/$arm-s$seed --set train.seed=$seed
+        resume=""; [ -d $OUT/$arm-s$seed/checkpoints ] && resume="--resume"   # an interrupted run continues
+        freet train --config experiments/pretrained/$arm.toml --out $OUT/$arm-s$seed --set train.seed=$seed $resume
         freet eval --checkpoint $OUT/$arm-s$seed $EV > $OUT/eval-$arm-s$seed.json
     done
     freet sample --checkpoint $OUT/ft-s$seed --prompt "$PROMPT" -n 4 --max-new 48 --seed 1 > $OUT/samples-fresh-s$seed.txt
