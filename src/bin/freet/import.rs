@@ -24,6 +24,9 @@ pub(crate) struct ImportArgs {
 
 /// `freet import`: reads the source, writes the checkpoint, prints what it did.
 pub(crate) fn cmd_import(a: ImportArgs) -> Result<()> {
+    if a.out.exists() {
+        bail!("--out {} already exists: choose another", a.out.display());
+    }
     let t0 = Instant::now();
     let imp = import(&a.source)?;
     write(&a.out, &imp.model, &imp.tokenizer, &imp.extras)?;
@@ -112,6 +115,9 @@ fn windows(tok: &Tokenizer, path: &Path, seq_len: usize, n: usize) -> Result<Vec
 pub(crate) fn cmd_convert(a: ConvertArgs) -> Result<()> {
     if !(a.e_std.is_finite() && a.e_std >= 0.0) {
         bail!("--e-std {} must be finite and ≥ 0", a.e_std);
+    }
+    if a.out.exists() {
+        bail!("--out {} already exists: choose another", a.out.display());
     }
     let loaded = checkpoint::load(&a.checkpoint, Device::Cpu)?;
     let Tokenizer::Bpe(bpe) = &loaded.tokenizer else {
