@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := scripts/with-env
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup build test demo lint fmt reliability architecture
+.PHONY: setup build test demo lint fmt reliability architecture test-pretrained bench-pretrained
 setup:
 	bash scripts/setup.sh
 build:
@@ -21,3 +21,7 @@ reliability:
 	$(ENV) cargo test --release --test reliability -- --ignored --nocapture --test-threads 1
 architecture:
 	$(ENV) cargo test --release --test architecture
+test-pretrained:
+	bash scripts/test-pretrained.sh
+bench-pretrained:
+	bash scripts/bench-pretrained.sh

@@ -130,6 +130,11 @@ pub struct TrainConfig {
     /// CPU threads for libtorch (0 = libtorch's default).
     #[serde(default)]
     pub threads: usize,
+    /// Start from the weights of this checkpoint (e.g. the output of `freet import` or `freet
+    /// convert`) instead of a random init; its architecture must equal `[model]` (precision,
+    /// max_seq_len, κ and E's init settings may differ) and its tokenizer the run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 fn one() -> usize {

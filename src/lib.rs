@@ -10,7 +10,7 @@
 //! config                       RunConfig = ModelConfig + TrainConfig + DataConfig
 //! eval  generate               honest bounds | sampling with a KV cache
 //! train                        AdamW, atomic checkpoints, the training loop
-//! experiments  bench           Figure 4, compare | speed and the FLOP model
+//! experiments  bench  import   Figure 4, compare | speed and the FLOP model | pretrained Llamas (HF, GGUF), conversion
 //! bin/freet                    the CLI, one file per command
 //! ```
 //!
@@ -22,6 +22,7 @@ pub mod data;
 pub mod eval;
 pub mod experiments;
 pub mod generate;
+pub mod import;
 pub mod model;
 pub mod report;
 pub mod train;

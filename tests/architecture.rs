@@ -21,7 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["eval", "generate"],
     &["train"],
-    &["experiments", "bench"],
+    &["experiments", "bench", "import"],
 ];
 
 /// The longest function body allowed without a `// long:` justification.

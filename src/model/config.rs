@@ -365,6 +365,32 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// `Err(field)` naming the first architecture field that differs from `other`: everything
+    /// that shapes the weights or the function they compute (precision, max_seq_len, init
+    /// settings, κ and how the mapper gradient is computed are free to differ).
+    pub fn same_architecture(&self, other: &ModelConfig) -> Result<(), String> {
+        let (a, b) = (self, other);
+        let fields: [(&str, bool); 13] = [
+            ("vocab_size", a.vocab_size == b.vocab_size),
+            ("d_model", a.d_model == b.d_model),
+            ("n_layers", a.n_layers == b.n_layers),
+            ("n_heads", a.n_heads == b.n_heads),
+            ("n_kv_heads", a.n_kv_heads == b.n_kv_heads),
+            ("ffn_hidden", a.ffn_hidden == b.ffn_hidden),
+            ("rope_theta", a.rope_theta == b.rope_theta),
+            ("tied_embeddings", a.tied_embeddings == b.tied_embeddings),
+            ("norm_eps", a.norm_eps == b.norm_eps),
+            ("latent.enabled", a.latent().is_some() == b.latent().is_some()),
+            ("latent.bits", a.latent().map(|l| l.bits) == b.latent().map(|l| l.bits)),
+            ("latent.inject_after", a.latent().map(|_| a.inject_after()) == b.latent().map(|_| b.inject_after())),
+            ("latent.injection", a.latent().map(|l| l.injection) == b.latent().map(|l| l.injection)),
+        ];
+        match fields.iter().find(|(_, same)| !same) {
+            Some((f, _)) => Err(format!("model.{f}")),
+            None => Ok(()),
+        }
+    }
+
     /// Number of parameters, split as (decoder, encoder block + ζ + readout, post-sampler table E).
     pub fn param_counts(&self) -> (usize, usize, usize) {
         let d = self.d_model;

@@ -175,6 +175,50 @@ pub fn save(
     Ok(fin)
 }
 
+/// Writes a checkpoint without training state (an imported or converted model) as the directory
+/// `out`, which must not exist yet: weights, `config.json`, the tokenizer and `extra` files (name,
+/// bytes; e.g. `tokenizer_config.json` with a chat template) go into a temporary sibling that is
+/// fsynced and renamed into place, so `out` is complete or absent.
+pub fn save_standalone(
+    out: &Path,
+    model: &FreeTransformer,
+    tokenizer: &Tokenizer,
+    extra: &[(&str, &[u8])],
+) -> Result<()> {
+    if out.exists() {
+        bail!("{} already exists: choose another --out", out.display());
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let written = (|| -> Result<()> {
+        fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let p = tmp.join(MODEL_FILE);
+        Tensor::write_safetensors(&sorted_vars(model), &p).with_context(|| format!("cannot write {}", p.display()))?;
+        fsync_file(&p)?;
+        if let Tokenizer::Bpe(bpe) = tokenizer {
+            write_file_synced(&tmp.join(crate::data::tokenizer::bpe::TOKENIZER_FILE), bpe.json().as_bytes())?;
+        }
+        for (file, bytes) in extra {
+            write_file_synced(&tmp.join(file), bytes)?;
+        }
+        let cj = serde_json::to_vec_pretty(&config_json(model.config(), tokenizer)?)?;
+        write_file_synced(&tmp.join(CONFIG_FILE), &cj)?;
+        fsync_dir(&tmp)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, out).with_context(|| format!("cannot rename {} into {}", tmp.display(), out.display()))?;
+    fsync_dir(&parent)
+}
+
 /// Removes temporary directories and files left in `dir` by a writer that was killed mid-save.
 /// Complete checkpoints and `latest` are never touched.
 pub fn clean_stale(dir: &Path) {
@@ -299,20 +343,30 @@ pub fn load(path: &Path, device: Device) -> Result<Loaded> {
 /// Copies every tensor of a safetensors file into the model; names and shapes must match exactly.
 pub fn load_weights(model: &mut FreeTransformer, path: &Path) -> Result<()> {
     let tensors = read_tensors(path)?;
+    load_tensors(model, &tensors, &path.display().to_string())
+}
+
+/// Copies named tensors into the model: every parameter must be given, with its exact shape and
+/// finite values, and no other tensor may be present (`origin` names the source in errors).
+pub fn load_tensors(model: &mut FreeTransformer, tensors: &HashMap<String, Tensor>, origin: &str) -> Result<()> {
     let vars = model.var_store().variables();
-    for name in tensors.keys() {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
         if !vars.contains_key(name) {
-            bail!("{}: unexpected tensor {name} for this configuration", path.display());
+            bail!("{origin}: unexpected tensor {name} for this configuration");
         }
     }
+    let mut vars: Vec<(String, Tensor)> = vars.into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, var) in &vars {
-        let t = tensors.get(name).ok_or_else(|| anyhow!("{}: missing tensor {name}", path.display()))?;
+        let t = tensors.get(name).ok_or_else(|| anyhow!("{origin}: missing tensor {name}"))?;
         if t.size() != var.size() {
-            bail!("{}: tensor {name} has shape {:?}, expected {:?}", path.display(), t.size(), var.size());
+            bail!("{origin}: tensor {name} has shape {:?}, expected {:?}", t.size(), var.size());
         }
         let finite = t.isfinite().all().int64_value(&[]) == 1;
         if !finite {
-            bail!("{}: tensor {name} holds NaN or inf", path.display());
+            bail!("{origin}: tensor {name} holds NaN or inf");
         }
         tch::no_grad(|| var.shallow_clone().copy_(t));
     }

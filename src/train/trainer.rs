@@ -205,7 +205,10 @@ fn init_or_resume(
     if checkpoint::list(ckpt_dir).last().is_some() {
         bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", ckpt_dir.display());
     }
-    let model = FreeTransformer::new(&run.model, opts.device, tc.seed)?;
+    let mut model = FreeTransformer::new(&run.model, opts.device, tc.seed)?;
+    if let Some(src) = &tc.init_from {
+        init_from(&mut model, src, tok)?;
+    }
     let opt = AdamW::new(model.var_store(), tc);
     let state = TrainState {
         format_version: FORMAT_VERSION,
@@ -217,6 +220,31 @@ fn init_or_resume(
     };
     let _ = std::fs::remove_file(opts.out_dir.join("metrics.jsonl"));
     Ok((model, opt, state))
+}
+
+/// Copies the weights of the checkpoint `src` (`train.init_from`) into a fresh model of the same
+/// architecture trained with the same tokenizer.
+fn init_from(model: &mut FreeTransformer, src: &Path, tok: &Tokenizer) -> Result<()> {
+    let loaded = checkpoint::load(src, model.device()).with_context(|| format!("train.init_from {}", src.display()))?;
+    if let Err(field) = model.config().same_architecture(loaded.model.config()) {
+        bail!(
+            "train.init_from {}: the checkpoint's {field} differs from the config's [model]; copy its architecture \
+             from {}",
+            src.display(),
+            loaded.dir.join("config.json").display()
+        );
+    }
+    if loaded.tokenizer != *tok {
+        bail!(
+            "train.init_from {}: the checkpoint uses {}, but the config names {}; point data.tokenizer at the \
+             checkpoint's tokenizer.json",
+            src.display(),
+            loaded.tokenizer.describe(),
+            tok.describe()
+        );
+    }
+    let tensors: std::collections::HashMap<String, tch::Tensor> = loaded.model.var_store().variables();
+    checkpoint::load_tensors(model, &tensors, &format!("train.init_from {}", loaded.dir.display()))
 }
 
 /// Forward and backward over the step's micro-batches, accumulating `1/grad_accum` of each

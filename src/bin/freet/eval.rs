@@ -1,7 +1,7 @@
 //! `freet eval`: held-out evaluation of a checkpoint with honest bounds (prior-Z CE, ELBO, IWAE).
 
 use crate::DeviceArg;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use freet::train::checkpoint;
 use std::path::PathBuf;
@@ -23,6 +23,10 @@ pub(crate) struct EvalArgs {
     /// Seed of the latent draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Evaluate on this run config's validation data instead of the checkpoint's own run (needed
+    /// for a checkpoint without training state, e.g. one written by `freet import` or `convert`).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -33,22 +37,27 @@ pub(crate) struct EvalArgs {
 /// `freet eval`: evaluates a checkpoint on its run's validation data.
 pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
     let loaded = checkpoint::load(&a.checkpoint, a.device.get()?)?;
-    let state = loaded
-        .state
-        .ok_or_else(|| anyhow!("{}: no state.json, so the validation data is unknown", loaded.dir.display()))?;
+    let (run, step) = match (&a.config, &loaded.state) {
+        (Some(path), _) => (freet::config::RunConfig::load(path, &[])?, loaded.state.as_ref().map_or(0, |s| s.step)),
+        (None, Some(state)) => (state.run.clone(), state.step),
+        (None, None) => bail!(
+            "{}: no state.json, so the validation data is unknown: pass --config with a run config",
+            loaded.dir.display()
+        ),
+    };
     // The checkpoint's own tokenizer (its copy of tokenizer.json), not whatever the config path holds now.
-    let data = state.run.dataset_with(loaded.tokenizer.clone())?;
-    let n = a.batches.unwrap_or(state.run.train.eval_batches);
+    let data = run.dataset_with(loaded.tokenizer.clone())?;
+    let n = a.batches.unwrap_or(run.train.eval_batches);
     if n == 0 {
         bail!("--batches must be at least 1");
     }
-    let val = data.val_batches(n, state.run.train.batch_size);
+    let val = data.val_batches(n, run.train.batch_size);
     let opts = freet::eval::EvalOptions { prior_samples: a.prior_samples, iwae_samples: a.iwae_samples, seed: a.seed };
     let report = freet::eval::evaluate_with(&loaded.model, &val, &opts).with_target_bytes(data.target_bytes(&val));
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("checkpoint {} (step {})", loaded.dir.display(), state.step);
+        println!("checkpoint {} (step {step})", loaded.dir.display());
         print!("{}", report.render());
     }
     Ok(())

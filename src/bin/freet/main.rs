@@ -1,13 +1,15 @@
 //! The `freet` command line: `train` (a model from a TOML config, or resume a run), `sample` (from a
 //! checkpoint), `eval` (held-out bounds), `demo` (a small Free Transformer on the synthetic task),
 //! `experiment figure4` (§4.1 / Figure 4), `compare` (does the latent help?), `bench` (`run`, `report`:
-//! speed benchmarks and `BENCHMARKS.md`) and `tokenizer train` (byte-level BPE). One file per command.
+//! speed benchmarks and `BENCHMARKS.md`), `tokenizer train` (byte-level BPE), `import` (a pretrained Llama)
+//! and `convert` (a baseline into a Free Transformer). One file per command.
 
 mod bench;
 mod compare;
 mod demo;
 mod eval;
 mod experiment;
+mod import;
 mod sample;
 mod tokenizer;
 mod train;
@@ -50,6 +52,10 @@ enum Cmd {
     /// Byte-level BPE tokenizers for text data.
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCmd),
+    /// Import a pretrained Llama (Hugging Face directory or GGUF file) as a baseline checkpoint.
+    Import(import::ImportArgs),
+    /// Turn a baseline checkpoint into a Free Transformer (encoder, ζ, readout, E) for fine-tuning.
+    Convert(import::ConvertArgs),
 }
 
 /// Where to run (`--device`). No doc comments on the variants: clap would print them as per-value
@@ -135,6 +141,8 @@ fn run() -> Result<()> {
         Cmd::Bench(bench::BenchCmd::Run(a)) => bench::cmd_bench_run(a),
         Cmd::Bench(bench::BenchCmd::Report(a)) => bench::cmd_bench_report(a),
         Cmd::Tokenizer(tokenizer::TokenizerCmd::Train(a)) => tokenizer::cmd_tokenizer_train(a),
+        Cmd::Import(a) => import::cmd_import(a),
+        Cmd::Convert(a) => import::cmd_convert(a),
     }
 }
 

@@ -40,6 +40,12 @@ pub(crate) struct SampleArgs {
     /// Seed of the shared Z.
     #[arg(long, default_value_t = 0)]
     z_seed: u64,
+    /// Print the prefill time and decoding speed to stderr.
+    #[arg(long)]
+    timing: bool,
+    /// CPU threads for libtorch (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     #[command(flatten)]
     device: DeviceArg,
 }
@@ -60,6 +66,9 @@ pub(crate) fn default_max_new(tok: &Tokenizer, prompt_len: usize) -> usize {
 
 /// `freet sample`: prints `-n` continuations of the prompt.
 pub(crate) fn cmd_sample(a: SampleArgs) -> Result<()> {
+    if a.threads > 0 {
+        tch::set_num_threads(a.threads as i32);
+    }
     let loaded = checkpoint::load(&a.checkpoint, a.device.get()?)?;
     let prompt = encode_prompt(&loaded.tokenizer, &a.prompt)?;
     let opts = SampleOptions {
@@ -73,6 +82,21 @@ pub(crate) fn cmd_sample(a: SampleArgs) -> Result<()> {
     let g = generate(&loaded.model, &prompt, a.n, &opts, source)?;
     for s in decode_rows(&loaded.tokenizer, &g.tokens)? {
         println!("{s}");
+    }
+    if a.timing {
+        let steps = opts.max_new_tokens.saturating_sub(1) as f64;
+        eprintln!(
+            "timing: {} prompt tokens, {} new tokens × {} samples, {} threads: prefill (+ first token) {:.3} s, \
+             decode {:.2} tokens/s per sample ({:.3} s for {} steps)",
+            prompt.len(),
+            opts.max_new_tokens,
+            a.n,
+            tch::get_num_threads(),
+            g.timing.prefill_s,
+            steps / g.timing.decode_s.max(1e-12),
+            g.timing.decode_s,
+            steps
+        );
     }
     Ok(())
 }
