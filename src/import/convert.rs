@@ -50,7 +50,7 @@ pub fn convert(base: &FreeTransformer, o: &ConvertOptions) -> Result<FreeTransfo
         bits: o.bits,
         inject_after: o.inject_after,
         kappa_bits: Some(o.kappa),
-        post_sampler_init_std: o.e_std,
+        post_sampler_init_std: Some(o.e_std),
         post_sampler_init: PostSamplerInit::Bits,
         ..LatentConfig::default()
     };
