@@ -156,8 +156,9 @@ pub struct LatentConfig {
     pub mapper_tile: usize,
     /// Accepted and ignored: the tokens per chunk of the token-chunked backward that tiling over
     /// codes replaced (2026-11-30), so that configs and checkpoints written before still load.
+    /// Never serialised and equal whatever its value, so that such a run resumes and is reused.
     #[serde(default, skip_serializing)]
-    pub mapper_chunk: Option<usize>,
+    pub mapper_chunk: serde::de::IgnoredAny,
 }
 
 fn yes() -> bool {
@@ -189,7 +190,7 @@ impl Default for LatentConfig {
             injection: Injection::PreNorm,
             mapper_grad: MapperGrad::Fused,
             mapper_tile: 0,
-            mapper_chunk: None,
+            mapper_chunk: serde::de::IgnoredAny,
         }
     }
 }
@@ -444,6 +445,8 @@ mod tests {
         let e = model("mapper_tile = 6").validate().unwrap_err().to_string();
         assert!(e.contains("model.latent.mapper_tile") && e.contains("power of two"), "{e}");
         assert!(model("mapper_tile = 32").validate().is_err(), "a tile larger than 2^H");
-        assert!(model("mapper_chunk = 64").validate().is_ok(), "checkpoints written before tiling load");
+        let old = model("mapper_chunk = 64");
+        assert!(old.validate().is_ok(), "checkpoints written before tiling load");
+        assert_eq!(old, model(""), "and compare equal to today's config (resume, --reuse)");
     }
 }
