@@ -1,5 +1,6 @@
 //! Data-parallel training over c10d (Gloo on 127.0.0.1, 1 intra-op thread per rank), end to end
-//! through the `freet` binary: 2 ranks train like 1 process with the same global batch; a run
+//! through the `freet` binary: 2 ranks (`--nproc 2`, and torchrun's) train like 1 process with the
+//! same global batch; a run
 //! resumes across world sizes (2 → 1, 1 → 2); SIGTERM to one rank stops all of them at the same
 //! step with a checkpoint; a killed rank is named by the survivor, whose last checkpoint loads and
 //! resumes; an unreachable store is a one-line error.
@@ -15,9 +16,10 @@
 //! - each weight after S steps: |Δ| ≤ S · (2 · 2γ_N · lr + ulp(max |w|)).
 //!
 //! For the test's B = 8, T = 65, lr = 3·10⁻³, S = 20: 2γ_N = 6.2·10⁻⁵, loss tolerance ≈ 2·10⁻³ at
-//! step 20 and weight tolerance ≈ 1.7·10⁻⁵; measured on 2026-11-30 (AMD EPYC, 2 cores): loss
-//! differences ≤ 3.6·10⁻⁷, weights ≤ 2.4·10⁻⁷ (`cargo test --release --test data_parallel -- --nocapture`). Mistakes in sharding, latent draws, loss weighting or
-//! the reduction move weights by ~lr = 3·10⁻³ or the logged loss and norm by far more than this.
+//! step 20 and weight tolerance ≈ 1.7·10⁻⁵; measured on 2026-11-30 (AMD EPYC, 2 cores,
+//! `cargo test --release --test data_parallel -- --nocapture`): loss differences ≤ 3.6·10⁻⁷,
+//! weights ≤ 2.4·10⁻⁷. Mistakes in sharding, latent draws, loss weighting or the reduction move
+//! weights by ~lr = 3·10⁻³ or the logged loss and norm by far more than this.
 
 mod common;
 
@@ -153,6 +155,18 @@ fn two_ranks_train_like_one_process_and_resume_across_world_sizes() {
             .flatten()
             .all(|e| !e.file_name().to_string_lossy().starts_with('.'))
     );
+
+    // The same 2 ranks started by torchrun (the venv's), as is but for a port of our own.
+    let tr = tmp.path().join("torchrun");
+    let port = freet::dist::launch::free_port().unwrap().to_string();
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/torchrun"))
+        .args(["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", &port, "--no-python"])
+        .arg(env!("CARGO_BIN_EXE_freet"))
+        .args(train_args(&cfg, &tr))
+        .output()
+        .unwrap();
+    ok(out, "torchrun");
+    assert_close(&one, &tr);
 
     // 2 → 1: the 2-rank run's step-10 checkpoint, resumed by one process.
     let (two_one, one_two) = (tmp.path().join("two-one"), tmp.path().join("one-two"));

@@ -83,10 +83,12 @@ fn rank_collectives() {
     assert_eq!(Vec::<f32>::try_from(&w1).unwrap(), vec![1.0; 3]);
     assert_eq!(Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(), vec![0.0, 6.0, 2.0, 8.0, 4.0, 10.0]);
     g.barrier("end").unwrap();
-    // A call the shim refuses before any collective: an error, never an abort.
+    // A call refused before any collective starts: an error, never an abort; the group stays usable.
     let mixed = Tensor::from_slice(&[1i64]);
     let e = g.all_reduce("mixed", &[&a, &mixed], ReduceOp::Sum).unwrap_err().0;
     println!("report: {e}");
+    g.all_reduce("a", &[&a], ReduceOp::Sum).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![6.0, 12.0, 18.0]);
 }
 
 #[test]
@@ -95,10 +97,8 @@ fn two_ranks_all_reduce_broadcast_and_barrier_over_gloo() {
     for (r, o) in out.iter().enumerate() {
         assert!(o.status.success(), "rank {r} failed:\n{}", text(o));
         let rep = reports(o);
-        assert!(
-            rep.len() == 1 && rep[0].contains("share a dtype") && rep[0].starts_with(&format!("rank {r}:")),
-            "{rep:?}"
-        );
+        let want = format!("rank {r}: all-reduce of mixed: tensors of one call must share a dtype and a device");
+        assert!(rep.len() == 1 && rep[0] == want, "{rep:?}");
     }
 }
 
@@ -168,7 +168,8 @@ fn a_missing_peer_or_an_unreachable_store_is_an_error_within_the_timeout() {
     let t0 = Instant::now();
     let e = Group::join(&w(0), Backend::Gloo, Duration::from_secs(2)).unwrap_err().0;
     let secs = t0.elapsed().as_secs_f64();
-    assert!(e.starts_with("rank 0: the 2 ranks did not all join within 2 s"), "{e}");
+    assert!(e.starts_with("rank 0: cannot form the process group of 2 ranks (Gloo, store 127.0.0.1:"), "{e}");
+    println!("{secs:.1} s: {e}");
     assert!(secs < 6.0 && !e.contains('\n'), "{secs} s: {e}");
     // Rank 1 finds no store at MASTER_ADDR:MASTER_PORT.
     let t0 = Instant::now();
@@ -195,5 +196,5 @@ fn nccl_without_a_gpu_is_an_error_not_an_abort() {
     };
     let e = Group::join(&w, Backend::Nccl(0), Duration::from_secs(5)).unwrap_err().0;
     println!("{e}");
-    assert!(e.starts_with("rank 0: the 1 ranks did not all join") && !e.contains('\n'), "{e}");
+    assert!(e.starts_with("rank 0: cannot form the process group of 1 ranks (Nccl(0)") && !e.contains('\n'), "{e}");
 }

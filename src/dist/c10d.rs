@@ -225,7 +225,7 @@ impl ProcessGroup {
     /// In place, over every rank: `tensors` (one dtype and device; flattened into one buffer, one
     /// collective) become their elementwise reduction.
     pub fn all_reduce(&self, tensors: &[&Tensor], op: ReduceOp) -> Result<(), String> {
-        let ptrs = tensor_ptrs(tensors);
+        let ptrs = tensor_ptrs(tensors)?;
         let code = match op {
             ReduceOp::Sum => ffi::OP_SUM,
             ReduceOp::Avg => ffi::OP_AVG,
@@ -238,7 +238,7 @@ impl ProcessGroup {
 
     /// In place: `tensors` (one dtype and device, one collective) take rank `root`'s values.
     pub fn broadcast(&self, tensors: &[&Tensor], root: usize) -> Result<(), String> {
-        let ptrs = tensor_ptrs(tensors);
+        let ptrs = tensor_ptrs(tensors)?;
         // SAFETY: as for all_reduce.
         self.run(|ms| unsafe { ffi::freet_pg_broadcast(self.ptr, ptrs.as_ptr(), ptrs.len(), root as i32, ms) })
     }
@@ -250,8 +250,17 @@ impl ProcessGroup {
     }
 }
 
-fn tensor_ptrs(tensors: &[&Tensor]) -> Vec<*mut C_tensor> {
-    tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+/// The tensors' C++ handles, once they are checked to be defined and to share one dtype and one
+/// device (a mistake of the caller, refused before any collective starts: the group stays usable).
+fn tensor_ptrs(tensors: &[&Tensor]) -> Result<Vec<*mut C_tensor>, String> {
+    let Some(first) = tensors.first() else { return Err("no tensor given".into()) };
+    if tensors.iter().any(|t| !t.defined()) {
+        return Err("an undefined tensor was given".into());
+    }
+    if tensors.iter().any(|t| t.kind() != first.kind() || t.device() != first.device()) {
+        return Err("tensors of one call must share a dtype and a device".into());
+    }
+    Ok(tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect())
 }
 
 impl Drop for ProcessGroup {

@@ -158,7 +158,7 @@ impl Group {
         quiet_c10_log();
         let me = world.rank;
         let host_store = !world.agent_store && me == 0;
-        let prefix = format!("freet/{}/", world.restart);
+        let prefix = format!("freet/{}", world.restart);
         let store = Store::connect(&world.master_addr, world.master_port, host_store, world.size, timeout, &prefix)
             .map_err(|e| {
                 let what = if host_store { "host" } else { "reach" };
@@ -170,10 +170,10 @@ impl Group {
         let gloo_host = world.is_loopback().then_some("127.0.0.1");
         let pg = ProcessGroup::new(&store, me, world.size, backend, gloo_host, timeout).map_err(|e| {
             DistError(format!(
-                "rank {me}: the {} ranks did not all join within {} s ({backend:?}, store {}): {e}",
+                "rank {me}: cannot form the process group of {} ranks ({backend:?}, store {}, timeout {} s): {e}",
                 world.size,
-                timeout.as_secs(),
-                world.store_address()
+                world.store_address(),
+                timeout.as_secs()
             ))
         })?;
         let beat = store.try_clone().map_err(|e| DistError(format!("rank {me}: {e}")))?;
@@ -211,8 +211,12 @@ impl Group {
     }
 
     /// The error of a failed `what`: which ranks stopped beating, or why no rank could be named.
+    /// A call refused before it started (the group still usable) is reported as it is.
     fn explain(&self, what: &str, err: &str) -> DistError {
         let me = self.world.rank;
+        if !self.pg.is_poisoned() {
+            return DistError(format!("rank {me}: {what}: {err}"));
+        }
         let msg = match self.lost_ranks() {
             Ok(lost) if !lost.is_empty() => {
                 let names: Vec<String> = lost.iter().map(usize::to_string).collect();
