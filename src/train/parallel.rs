@@ -34,6 +34,8 @@ pub const BUCKET_BYTES: usize = 25 << 20;
 #[derive(Debug)]
 pub struct DataParallel {
     group: Group,
+    /// Where the model lives: every tensor of a collective must be there (NCCL takes CUDA tensors).
+    device: Device,
 }
 
 impl DataParallel {
@@ -50,7 +52,7 @@ impl DataParallel {
             Device::Cuda(i) => Backend::Nccl(i as i32),
             _ => Backend::Gloo,
         };
-        Ok(DataParallel { group: Group::join(world, backend, timeout)? })
+        Ok(DataParallel { group: Group::join(world, backend, timeout)?, device })
     }
 
     /// This process's rank.
@@ -71,7 +73,7 @@ impl DataParallel {
     /// Whether `ok` holds on every rank (one min-reduce): how ranks learn that another failed to
     /// start rather than waiting for it until the timeout.
     pub fn all_ok(&self, ok: bool) -> Result<bool, DistError> {
-        let t = Tensor::from_slice(&[i64::from(ok)]);
+        let t = Tensor::from_slice(&[i64::from(ok)]).to_device(self.device);
         self.group.all_reduce("start-up status", &[&t], ReduceOp::Min)?;
         Ok(t.int64_value(&[0]) == 1)
     }
@@ -83,7 +85,8 @@ impl DataParallel {
         opt: &mut AdamW,
         state: &mut TrainState,
     ) -> Result<(), DistError> {
-        let counters = Tensor::from_slice(&[state.step as i64, state.tokens_seen as i64, opt.steps() as i64]);
+        let counters = Tensor::from_slice(&[state.step as i64, state.tokens_seen as i64, opt.steps() as i64])
+            .to_device(self.device);
         self.group.broadcast("step counters", &[&counters], 0)?;
         let mut tensors: Vec<(String, Tensor)> = sorted_vars(model);
         tensors.extend(opt.state().0);
@@ -94,7 +97,7 @@ impl DataParallel {
             }
             Ok(())
         })?;
-        let c = Vec::<i64>::try_from(&counters).expect("three counters");
+        let c = Vec::<i64>::try_from(&counters.to_device(Device::Cpu)).expect("three counters");
         state.step = c[0] as u64;
         state.tokens_seen = c[1] as u64;
         state.data_cursor = (state.step, 0);
@@ -151,9 +154,9 @@ impl DataParallel {
         v.extend(&s.per_bit_kl_bits);
         v.iter_mut().for_each(|x| *x *= share);
         v.push(f64::from(u8::from(stop)));
-        let t = Tensor::from_slice(&v);
+        let t = Tensor::from_slice(&v).to_device(self.device);
         self.group.all_reduce("loss figures and stop flag", &[&t], ReduceOp::Sum)?;
-        let r = Vec::<f64>::try_from(&t).expect("f64 figures");
+        let r = Vec::<f64>::try_from(&t.to_device(Device::Cpu)).expect("f64 figures");
         let keep = |orig: Option<f64>, x: f64| orig.map(|_| x);
         let out = LossStats {
             ce: r[0],
@@ -189,7 +192,7 @@ impl DataParallel {
         let sum: f64 = tch::no_grad(|| {
             sorted_vars(model).iter().map(|(_, p)| p.to_kind(Kind::Double).sum(Kind::Double).double_value(&[])).sum()
         });
-        let t = Tensor::from_slice(&[sum, -sum]);
+        let t = Tensor::from_slice(&[sum, -sum]).to_device(self.device);
         self.group.all_reduce("parameter checksum", &[&t], ReduceOp::Max)?;
         let (hi, lo) = (t.double_value(&[0]), -t.double_value(&[1]));
         if hi.to_bits() != lo.to_bits() && !(hi.is_nan() && lo.is_nan()) {

@@ -75,6 +75,9 @@ pub struct TrainSummary {
     pub elapsed_s: f64,
     /// Training throughput of this invocation (tokens per second, evaluation excluded).
     pub tokens_per_s: f64,
+    /// Seconds of this invocation's training steps spent in the gradient and figures all-reduce
+    /// (waiting for the slowest rank included); 0 for a single process.
+    pub all_reduce_s: f64,
     /// Loss figures of the last step.
     pub last: LossStats,
     /// The final held-out evaluation.
@@ -100,6 +103,9 @@ struct MetricsLine<'a> {
     eval: Option<&'a EvalReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<&'a str>,
+    /// Milliseconds of the step in the all-reduce (data-parallel runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    all_reduce_ms: Option<f64>,
 }
 
 /// Trains (or resumes) a run, alone or as one rank of `opts.world`.
@@ -134,11 +140,8 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let ts = Instant::now();
         let lr = learning_rate(tc, step);
         let stats = accumulate(&model, &data, tc, (step, &shard, share), opts.device);
-        let asked = opts.stop.load(Ordering::SeqCst);
-        let (stats, stop_now) = match &dp {
-            Some(d) => d.reduce_step(&model, &stats, share, asked)?,
-            None => (stats, asked),
-        };
+        let (stats, stop_now, all_reduce_ms) = reduce(dp.as_ref(), &model, stats, share, &opts.stop)?;
+        lp.all_reduce_time += all_reduce_ms.unwrap_or(0.0) / 1e3;
         let grad_norm = opt.grad_norm();
         let skipped = update_or_skip(&mut opt, &stats, (step, grad_norm, lr), tc, &lp)?;
         lp.train_time += ts.elapsed().as_secs_f64();
@@ -163,6 +166,7 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                 stats: &stats,
                 eval: eval.as_ref(),
                 skipped,
+                all_reduce_ms,
             };
             writeln!(m, "{}", serde_json::to_string(&line)?).context("cannot append to metrics.jsonl")?;
             m.flush()?;
@@ -179,6 +183,22 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
     lp.finish(&ckpt_dir, state.step)
+}
+
+/// The step's global loss figures and stop decision, and the milliseconds spent agreeing on them
+/// and summing the gradients (None for a single process, whose figures are already global).
+fn reduce(
+    dp: Option<&DataParallel>,
+    model: &FreeTransformer,
+    stats: LossStats,
+    share: f64,
+    stop: &AtomicBool,
+) -> Result<(LossStats, bool, Option<f64>)> {
+    let asked = stop.load(Ordering::SeqCst);
+    let Some(d) = dp else { return Ok((stats, asked, None)) };
+    let t = Instant::now();
+    let (stats, stop_now) = d.reduce_step(model, &stats, share, asked)?;
+    Ok((stats, stop_now, Some(t.elapsed().as_secs_f64() * 1e3)))
 }
 
 /// Rank 0 (or the only process) writes the checkpoint of `state`, after the ranks have checked
@@ -372,6 +392,7 @@ struct LoopState {
     bar: ProgressBar,
     t0: Instant,
     train_time: f64,
+    all_reduce_time: f64,
     last: LossStats,
     last_eval: Option<EvalReport>,
     last_ckpt: Option<PathBuf>,
@@ -388,6 +409,7 @@ impl LoopState {
             bar: progress_bar(opts.progress && root, tc.steps, state.step),
             t0: Instant::now(),
             train_time: 0.0,
+            all_reduce_time: 0.0,
             last: LossStats::default(),
             last_eval: None,
             last_ckpt: None,
@@ -424,6 +446,7 @@ impl LoopState {
             tokens: done,
             elapsed_s: self.t0.elapsed().as_secs_f64(),
             tokens_per_s: done as f64 / self.train_time.max(1e-9),
+            all_reduce_s: self.all_reduce_time,
             last: self.last,
             eval: self.last_eval,
             checkpoint,

@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn uniforms_at_an_offset_are_that_slice_of_the_whole_stream() {
-        let whole = Vec::<f32>::try_from(uniforms(42, &[3, 5, 7])).unwrap();
+        let whole = Vec::<f32>::try_from(uniforms(42, &[3, 5, 7]).flatten(0, -1)).unwrap();
         for (offset, n) in [(0usize, 105usize), (35, 70), (1, 3), (70, 35), (104, 1)] {
             let part = Vec::<f32>::try_from(uniforms_at(42, offset as u64, &[n as i64])).unwrap();
             assert_eq!(part, whole[offset..offset + n], "offset {offset}");

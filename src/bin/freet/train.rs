@@ -56,6 +56,14 @@ pub(crate) fn print_summary(s: &TrainSummary) {
         s.last.ce,
         s.last.kl_bits.map(|k| format!(", kl {k:.3} bits/token")).unwrap_or_default()
     );
+    if s.all_reduce_s > 0.0 {
+        let train_s = s.tokens as f64 / s.tokens_per_s.max(1e-9);
+        println!(
+            "all-reduce: {:.1} s, {:.1} % of the training steps (waiting for the slowest rank included)",
+            s.all_reduce_s,
+            100.0 * s.all_reduce_s / train_s.max(1e-9)
+        );
+    }
     if let Some(e) = &s.eval {
         print!("{}", e.render());
     }
