@@ -107,6 +107,11 @@ run() {
     echo "\`DEVICE=$DEVICE scripts/gpu-check.sh run\` at $(git rev-parse --short HEAD 2>/dev/null || echo '?')," \
       "$((SECONDS - t0)) s; $n_gpus GPU(s); device tests exit $tests_rc, benchmark exit $bench_rc."
     echo
+    if [ "$DEVICE" = cpu ]; then
+      echo "CPU path: every step of the script ran; nothing here measures a GPU (benchmark: $BENCH_SIZE," \
+        "${BENCH_STEPS:-1} measured step, one thread, on whatever else the machine was running)."
+      echo
+    fi
     echo "## bf16 training benchmark, size $BENCH_SIZE"
     echo
     echo "| variant | step ms (median) | tokens/s | FLOP/step (model) | MFU |"
