@@ -286,3 +286,30 @@ fn an_unreachable_store_is_a_one_line_error() {
         eprintln!("{secs:.1} s: {err}");
     }
 }
+
+#[test]
+fn launch_mistakes_are_one_line_errors_before_any_rank_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), &[]);
+    let out = tmp.path().join("run");
+    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+        (&["--nproc", "9"], &[], "--nproc 9 exceeds train.batch_size = 8"),
+        (&["--nproc", "0"], &[], "--nproc must be at least 1"),
+        (&["--nproc", "2", "--set", "train.lr=-1"], &[], "invalid value for train.lr"),
+        (
+            &["--nproc", "2"],
+            &[("WORLD_SIZE", "2"), ("RANK", "0"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")],
+            "--nproc starts ranks itself",
+        ),
+    ];
+    for (args, env, want) in cases {
+        let o = freet().args(train_args(&cfg, &out)).args(args).envs(env.iter().copied()).output().unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(want) && err.trim_end().lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!out.exists(), "no rank started");
+}

@@ -74,10 +74,14 @@ pub(crate) fn print_summary(s: &TrainSummary) {
 /// starts the local ranks and waits for them.
 pub(crate) fn cmd_train(a: TrainArgs) -> Result<()> {
     let world = World::from_env()?;
+    let run = RunConfig::load(&a.config, &a.overrides)?;
     if let Some(n) = a.nproc {
+        // Bad input is one line from here, not one per rank.
+        if n > run.train.batch_size {
+            bail!("--nproc {n} exceeds train.batch_size = {}: every rank needs a row", run.train.batch_size);
+        }
         return launch(n, world.as_ref(), a.dist_timeout);
     }
-    let run = RunConfig::load(&a.config, &a.overrides)?;
     let mut opts = TrainOptions::new(&a.out);
     opts.resume = a.resume;
     opts.device = rank_device(a.device.get()?, world.as_ref())?;
