@@ -12,6 +12,12 @@
 #define USE_C10D_NCCL 1
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+
+// The CUDA and NCCL headers found at build time must give libtorch's layout: 1112 bytes is what
+// libtorch_cuda 2.11.0's deleting destructor of ProcessGroupNCCL frees (objdump of
+// _ZN4c10d16ProcessGroupNCCLD0Ev).
+static_assert(sizeof(c10d::ProcessGroupNCCL) == 1112,
+              "ProcessGroupNCCL's size differs from libtorch 2.11.0's: the CUDA/NCCL headers do not match this torch");
 #endif
 
 c10::intrusive_ptr<c10d::Backend> freet_make_nccl(

@@ -28,6 +28,12 @@
 
 #include "c10d_shim.h"
 
+// ProcessGroupGloo is parsed against the opaque declarations of csrc/gloo-decl; its layout must be
+// libtorch's. 488 bytes is what libtorch_cpu 2.11.0's deleting destructor frees (the operand of
+// `operator delete` in `objdump -d` of _ZN4c10d16ProcessGroupGlooD0Ev).
+static_assert(sizeof(c10d::ProcessGroupGloo) == 488,
+              "ProcessGroupGloo's size differs from libtorch 2.11.0's: check csrc/gloo-decl against this torch");
+
 namespace {
 
 using Ms = std::chrono::milliseconds;
