@@ -287,12 +287,15 @@ fn an_unreachable_store_is_a_one_line_error() {
     }
 }
 
+/// Extra environment variables of a case.
+type Env<'a> = &'a [(&'a str, &'a str)];
+
 #[test]
 fn launch_mistakes_are_one_line_errors_before_any_rank_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), &[]);
     let out = tmp.path().join("run");
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    let cases: [(&[&str], Env, &str); 4] = [
         (&["--nproc", "9"], &[], "--nproc 9 exceeds train.batch_size = 8"),
         (&["--nproc", "0"], &[], "--nproc must be at least 1"),
         (&["--nproc", "2", "--set", "train.lr=-1"], &[], "invalid value for train.lr"),
