@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! util                         error helpers, atomic writes, named random streams
-//! report                       plots, seed statistics, paired bootstrap, machine/date stamps
+//! report       dist            plots, seed statistics, machine/date stamps | c10d collectives, torchrun world
 //! model        data            the network (Algorithm 2) | tokenizers, datasets, tasks
 //! config                       RunConfig = ModelConfig + TrainConfig + DataConfig
 //! eval  generate               honest bounds | sampling with a KV cache
@@ -19,6 +19,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod experiments;
 pub mod generate;

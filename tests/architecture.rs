@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 /// each other.
 const LAYERS: &[&[&str]] = &[
     &["util"],
-    &["report"],
+    &["report", "dist"],
     &["model", "data"],
     &["config"],
     &["eval", "generate"],

@@ -166,6 +166,7 @@ fn bench_train(
     rec.bwd_ms_median = Some(median(&bwd_ms));
     rec.opt_ms_median = Some(median(&opt_ms));
     rec.tokens_per_s = Some((batch * size.seq_len) as f64 / (step / 1e3));
+    rec.train_flops = Some(super::flops::train_flops(size, batch, rec.bits).total());
     rec.loss_first_last = Some([losses[0], *losses.last().expect("at least one step")]);
     if let (Some(lat), Variant::Ft) = (model.latent(), o.variant) {
         rec.mapper_ms_median = Some(time_mapper(lat, (batch * size.seq_len) as i64, size.d_model as i64, o.device));

@@ -156,6 +156,9 @@ pub struct Record {
     /// Device the run used.
     #[serde(default)]
     pub device: String,
+    /// freet only, training: FLOPs of one step by the FLOP model (`flops::train_flops`), for MFU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_flops: Option<f64>,
 }
 
 #[cfg(test)]

@@ -198,10 +198,16 @@ impl Dataset {
     /// Each row has its own RNG stream, so no two (step, micro, row) share an
     /// example stream, and resuming from `step` reproduces the run exactly.
     pub fn train_batch(&self, step: u64, micro: u64, batch_size: usize) -> Vec<Vec<u32>> {
+        self.train_rows(step, micro, 0..batch_size)
+    }
+
+    /// Rows `rows` of the training batch of (step, micro), equal to that slice of
+    /// [`Dataset::train_batch`]: the shard a data-parallel rank draws.
+    pub fn train_rows(&self, step: u64, micro: u64, rows: std::ops::Range<usize>) -> Vec<Vec<u32>> {
         match self {
-            Dataset::Synthetic(task) => task.train_batch(step, micro, batch_size),
-            Dataset::Text(t) => t.train_batch(step, micro, batch_size),
-            Dataset::Task(t) => t.train_batch(step, micro, batch_size),
+            Dataset::Synthetic(task) => task.train_rows(step, micro, rows),
+            Dataset::Text(t) => t.train_rows(step, micro, rows),
+            Dataset::Task(t) => t.train_rows(step, micro, rows),
         }
     }
 
@@ -219,6 +225,21 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_of_rows_is_that_slice_of_the_batch() {
+        let text: Vec<u8> = (0..4000u32).map(|i| b'a' + (i * 7 % 26) as u8).collect();
+        let sets = [
+            Dataset::Synthetic(SyntheticTask::new(5)),
+            Dataset::Text(TextDataset::from_bytes(text, 16, 0.1, 5).unwrap()),
+        ];
+        for d in sets {
+            let whole = d.train_batch(3, 1, 8);
+            for (lo, hi) in [(0, 8), (0, 3), (3, 8), (5, 6)] {
+                assert_eq!(d.train_rows(3, 1, lo..hi), whole[lo..hi]);
+            }
+        }
+    }
 
     #[test]
     fn split_streams_keep_the_split_value_as_their_tag() {

@@ -227,7 +227,12 @@ impl TextDataset {
 
     /// A training batch: `batch_size` windows, a pure function of (seed, step, micro, row).
     pub fn train_batch(&self, step: u64, micro: u64, batch_size: usize) -> Vec<Vec<u32>> {
-        (0..batch_size as u64).map(|row| self.window(self.train_window_start(step, micro, row))).collect()
+        self.train_rows(step, micro, 0..batch_size)
+    }
+
+    /// Rows `rows` of the training batch of (step, micro): a data-parallel rank's shard.
+    pub fn train_rows(&self, step: u64, micro: u64, rows: std::ops::Range<usize>) -> Vec<Vec<u32>> {
+        rows.map(|row| self.window(self.train_window_start(step, micro, row as u64))).collect()
     }
 
     /// Non-overlapping validation windows in order, at most `n_batches` batches, never wrapping.

@@ -7,7 +7,7 @@
 //! `∂loss/∂R` into `∂loss/∂o` in tiles of codes, with `O(N · tile)` scratch and never a
 //! `[B, T, 2^H]` tensor.
 
-use crate::util::rng::{Stream, uniforms};
+use crate::util::rng::{Stream, uniforms_at};
 use tch::{Device, Kind, Tensor};
 
 /// Scratch budget of one `[n, 2^L]` buffer of the fused backward (fp32).
@@ -59,9 +59,16 @@ impl BinaryMapper {
     /// codes. Never a threshold, never argmax. The uniforms come from a counter-based stream keyed
     /// by `key` (not torch's global generator), so draws are reproducible under concurrency.
     pub fn sample(&self, o: &Tensor, key: u64) -> Tensor {
+        self.sample_at(o, key, 0)
+    }
+
+    /// [`BinaryMapper::sample`] with the uniforms taken from element `offset` of the stream on:
+    /// rows `r..` of a batch drawn alone get the draws they get in the whole batch when `offset`
+    /// is `r·T·H`.
+    pub fn sample_at(&self, o: &Tensor, key: u64, offset: u64) -> Tensor {
         tch::no_grad(|| {
             let p = o.detach().to_kind(Kind::Float).sigmoid();
-            let u = uniforms(key, &p.size()).to_device(p.device());
+            let u = uniforms_at(key, offset, &p.size()).to_device(p.device());
             self.pack(&u.lt_tensor(&p))
         })
     }

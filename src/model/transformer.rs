@@ -19,6 +19,14 @@ pub enum ZSource<'a> {
         /// Key of the bit draws.
         key: u64,
     },
+    /// As `Posterior`, for rows `first_row..` of a batch whose draws are keyed by `key`: each row
+    /// gets the bits it gets in the whole batch (a data-parallel rank's shard).
+    PosteriorRows {
+        /// Key of the whole batch's bit draws.
+        key: u64,
+        /// The batch row this pass's row 0 is.
+        first_row: usize,
+    },
     /// Uniform codes, one per position, keyed by `(seed, seq_ids[b], position)` (generation).
     Prior {
         /// Seed of the draw.
@@ -303,10 +311,12 @@ impl FreeTransformer {
         };
         // x is X_m: both the encoder (keys/values) and block[m] read it. It is not detached.
         let (codes, o) = match latents {
-            ZSource::Posterior { key } => {
+            ZSource::Posterior { key } | ZSource::PosteriorRows { key, .. } => {
                 assert_eq!(pos, 0, "the encoder runs only over a whole prompt, on an empty cache");
                 let o = lat.encoder.forward(&x, &self.rope);
-                (lat.mapper.sample(&o, key), Some(o))
+                let first_row = if let ZSource::PosteriorRows { first_row, .. } = latents { first_row } else { 0 };
+                let offset = first_row as u64 * (t * lat.mapper.bits()) as u64;
+                (lat.mapper.sample_at(&o, key, offset), Some(o))
             }
             ZSource::Prior { seed, seq_ids } => (lat.mapper.prior_codes(seed, seq_ids, pos, t, self.device()), None),
             ZSource::Pinned(z) => (z.to_device(self.device()).to_kind(Kind::Int64), None),

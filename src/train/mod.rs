@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod optim;
+pub mod parallel;
 pub mod trainer;
 
 pub use trainer::*;

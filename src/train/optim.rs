@@ -40,7 +40,7 @@ pub struct AdamW {
 }
 
 /// Name of the post-sampler table E.
-const TABLE: &str = "model.latent.post_sampler.weight";
+pub const TABLE: &str = "model.latent.post_sampler.weight";
 
 /// Whether a parameter belongs to the encoder (its block, ζ, norm and readout).
 fn is_encoder(name: &str) -> bool {
@@ -88,6 +88,12 @@ impl AdamW {
     /// Optimizer steps taken.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Sets the step count (its moments having been filled otherwise, e.g. by a broadcast into the
+    /// tensors of [`AdamW::state`]).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
     }
 
     /// Sets every gradient to zero.

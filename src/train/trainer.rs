@@ -1,23 +1,27 @@
 //! The training loop: gradient accumulation, AdamW with warm-up + cosine decay, global-norm
 //! clipping, periodic held-out evaluation, JSONL metrics, atomic checkpoints and exact resume.
 //! Every random draw is a pure function of `(seed, step, micro-batch)`, so a resumed run follows
-//! the uninterrupted one exactly.
+//! the uninterrupted one exactly. With a data-parallel world ([`crate::train::parallel`]) each rank
+//! trains on its shard of every batch and rank 0 alone writes the run directory.
 
 use crate::config::{NonFinite, RunConfig, TrainConfig};
 use crate::data::{Dataset, Tokenizer};
+use crate::dist::World;
 use crate::eval::{EvalReport, evaluate, to_batch};
 use crate::model::loss::LossStats;
 use crate::model::{FreeTransformer, Pass, ZSource};
 use crate::train::checkpoint::{self, FORMAT_VERSION, TrainState};
 use crate::train::optim::{AdamW, learning_rate};
+use crate::train::parallel::DataParallel;
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tch::Device;
 
 /// How to run a training job.
@@ -33,12 +37,19 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Prior-Z draws per evaluation.
     pub eval_prior_samples: usize,
-    /// Set to true (e.g. by SIGINT/SIGTERM) to checkpoint and stop after the current step.
+    /// Set to true (e.g. by SIGINT/SIGTERM) to checkpoint and stop after the current step (with
+    /// several ranks: after the step in which any rank asked).
     pub stop: Arc<AtomicBool>,
+    /// The data-parallel world (torchrun's variables, [`World::from_env`]); None or a world of one
+    /// rank trains in this process alone.
+    pub world: Option<World>,
+    /// Bound on the rendezvous and on every collective of a data-parallel run.
+    pub dist_timeout: Duration,
 }
 
 impl TrainOptions {
-    /// Defaults: CPU, progress bar, 1 prior draw per evaluation.
+    /// Defaults: CPU, progress bar, 1 prior draw per evaluation, one process (600 s timeout if
+    /// given a world).
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
         TrainOptions {
             out_dir: out_dir.into(),
@@ -47,6 +58,8 @@ impl TrainOptions {
             progress: true,
             eval_prior_samples: 1,
             stop: Arc::new(AtomicBool::new(false)),
+            world: None,
+            dist_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -62,6 +75,9 @@ pub struct TrainSummary {
     pub elapsed_s: f64,
     /// Training throughput of this invocation (tokens per second, evaluation excluded).
     pub tokens_per_s: f64,
+    /// Seconds of this invocation's training steps spent in the gradient and figures all-reduce
+    /// (waiting for the slowest rank included); 0 for a single process.
+    pub all_reduce_s: f64,
     /// Loss figures of the last step.
     pub last: LossStats,
     /// The final held-out evaluation.
@@ -87,43 +103,45 @@ struct MetricsLine<'a> {
     eval: Option<&'a EvalReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<&'a str>,
+    /// Milliseconds of the step in the all-reduce (data-parallel runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    all_reduce_ms: Option<f64>,
 }
 
-/// Trains (or resumes) a run.
+/// Trains (or resumes) a run, alone or as one rank of `opts.world`.
 pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     run.validate()?;
     let tc = &run.train;
     if tc.threads > 0 {
         tch::set_num_threads(tc.threads as i32);
     }
+    let dp = match &opts.world {
+        Some(w) if w.size > 1 => Some(DataParallel::join(w, opts.device, tc.batch_size, opts.dist_timeout)?),
+        _ => None,
+    };
+    let root = dp.as_ref().is_none_or(|d| d.rank() == 0);
     let tok = run.tokenizer()?;
     let data = run.dataset_with(tok.clone())?;
     let ckpt_dir = opts.out_dir.join("checkpoints");
-    std::fs::create_dir_all(&opts.out_dir)
-        .with_context(|| format!("cannot create run directory {}", opts.out_dir.display()))?;
-    let (model, mut opt, mut state) = init_or_resume(run, opts, &ckpt_dir, &tok)?;
-    checkpoint::clean_stale(&ckpt_dir);
-    let cfg_text = toml::to_string_pretty(run)?;
-    crate::util::fs::write_atomic(&opts.out_dir.join("config.toml"), cfg_text.as_bytes())?;
-
+    let (model, mut opt, mut state) = start(run, opts, &ckpt_dir, &tok, dp.as_ref())?;
     let val = data.val_batches(tc.eval_batches, tc.batch_size);
     if val.is_empty() {
         bail!("the validation split holds no batch: use a longer text or a larger data.val_fraction");
     }
     let val_bytes = data.target_bytes(&val);
-    let metrics_path = opts.out_dir.join("metrics.jsonl");
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .with_context(|| format!("cannot open {}", metrics_path.display()))?;
-    let mut lp = LoopState::new(opts, tc, &state, (tc.batch_size * tc.grad_accum * (data.seq_len() - 1)) as u64);
+    let mut metrics = if root { Some(open_metrics(&opts.out_dir)?) } else { None };
+    let tokens_per_step = (tc.batch_size * tc.grad_accum * (data.seq_len() - 1)) as u64;
+    let mut lp = LoopState::new(opts, tc, &state, tokens_per_step, root);
+    let shard = dp.as_ref().map_or(0..tc.batch_size, |d| d.shard(tc.batch_size));
+    let share = shard.len() as f64 / tc.batch_size as f64;
 
     while state.step < tc.steps {
         let step = state.step;
         let ts = Instant::now();
         let lr = learning_rate(tc, step);
-        let stats = accumulate(&model, &data, tc, step, opts.device);
+        let stats = accumulate(&model, &data, tc, (step, &shard, share), opts.device);
+        let (stats, stop_now, all_reduce_ms) = reduce(dp.as_ref(), &model, stats, share, &opts.stop)?;
+        lp.all_reduce_time += all_reduce_ms.unwrap_or(0.0) / 1e3;
         let grad_norm = opt.grad_norm();
         let skipped = update_or_skip(&mut opt, &stats, (step, grad_norm, lr), tc, &lp)?;
         lp.train_time += ts.elapsed().as_secs_f64();
@@ -132,11 +150,12 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         state.data_cursor = (state.step, 0);
         let tok_s = lp.tokens_per_s(state.step);
         let is_last = state.step == tc.steps;
-        let stop_now = opts.stop.load(Ordering::SeqCst);
-        let eval_now = is_last || (tc.eval_every > 0 && state.step.is_multiple_of(tc.eval_every));
+        let eval_now = root && (is_last || (tc.eval_every > 0 && state.step.is_multiple_of(tc.eval_every)));
         let eval =
             eval_now.then(|| evaluate(&model, &val, opts.eval_prior_samples, tc.seed).with_target_bytes(val_bytes));
-        if eval.is_some() || state.step.is_multiple_of(tc.log_every) || is_last || skipped.is_some() {
+        if let Some(m) = metrics.as_mut()
+            && (eval.is_some() || state.step.is_multiple_of(tc.log_every) || is_last || skipped.is_some())
+        {
             let line = MetricsLine {
                 step: state.step,
                 lr,
@@ -147,17 +166,16 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
                 stats: &stats,
                 eval: eval.as_ref(),
                 skipped,
+                all_reduce_ms,
             };
-            writeln!(metrics, "{}", serde_json::to_string(&line)?).context("cannot append to metrics.jsonl")?;
-            metrics.flush()?;
+            writeln!(m, "{}", serde_json::to_string(&line)?).context("cannot append to metrics.jsonl")?;
+            m.flush()?;
         }
         lp.observe(state.step, stats, tok_s, eval);
         let ckpt_now =
             is_last || stop_now || (tc.checkpoint_every > 0 && state.step.is_multiple_of(tc.checkpoint_every));
         if ckpt_now {
-            let mut s = state.clone();
-            s.elapsed_s += lp.t0.elapsed().as_secs_f64();
-            lp.last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, tok.clone(), Some(&opt), &s, tc.keep_last)?);
+            save_checkpoint(&ckpt_dir, (&model, &opt, &tok), &state, dp.as_ref(), &mut lp)?;
         }
         if stop_now && !is_last {
             lp.interrupted = true;
@@ -165,6 +183,88 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         }
     }
     lp.finish(&ckpt_dir, state.step)
+}
+
+/// The step's global loss figures and stop decision, and the milliseconds spent agreeing on them
+/// and summing the gradients (None for a single process, whose figures are already global).
+fn reduce(
+    dp: Option<&DataParallel>,
+    model: &FreeTransformer,
+    stats: LossStats,
+    share: f64,
+    stop: &AtomicBool,
+) -> Result<(LossStats, bool, Option<f64>)> {
+    let asked = stop.load(Ordering::SeqCst);
+    let Some(d) = dp else { return Ok((stats, asked, None)) };
+    let t = Instant::now();
+    let (stats, stop_now) = d.reduce_step(model, &stats, share, asked)?;
+    Ok((stats, stop_now, Some(t.elapsed().as_secs_f64() * 1e3)))
+}
+
+/// Rank 0 (or the only process) writes the checkpoint of `state`, after the ranks have checked
+/// that they hold the same parameters.
+fn save_checkpoint(
+    ckpt_dir: &Path,
+    (model, opt, tok): (&FreeTransformer, &AdamW, &Tokenizer),
+    state: &TrainState,
+    dp: Option<&DataParallel>,
+    lp: &mut LoopState,
+) -> Result<()> {
+    if let Some(d) = dp {
+        d.check_in_sync(model, state.step)?;
+    }
+    if lp.root {
+        let mut s = state.clone();
+        s.elapsed_s += lp.t0.elapsed().as_secs_f64();
+        lp.last_ckpt = Some(checkpoint::save(ckpt_dir, model, tok.clone(), Some(opt), &s, lp.keep_last)?);
+    }
+    Ok(())
+}
+
+fn open_metrics(out_dir: &Path) -> Result<std::fs::File> {
+    let path = out_dir.join("metrics.jsonl");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// The model, optimizer and state every rank starts from: rank 0 (or the only process) creates the
+/// run directory and initialises or resumes; with several ranks, they agree that this worked and
+/// take rank 0's state. Then rank 0 clears stale temporaries and writes `config.toml`.
+fn start(
+    run: &RunConfig,
+    opts: &TrainOptions,
+    ckpt_dir: &Path,
+    tok: &Tokenizer,
+    dp: Option<&DataParallel>,
+) -> Result<(FreeTransformer, AdamW, TrainState)> {
+    let root = dp.is_none_or(|d| d.rank() == 0);
+    let init = if root {
+        std::fs::create_dir_all(&opts.out_dir)
+            .with_context(|| format!("cannot create run directory {}", opts.out_dir.display()))
+            .and_then(|_| init_or_resume(run, opts, ckpt_dir, tok))
+    } else {
+        fresh(run, opts)
+    };
+    let (model, mut opt, mut state) = match dp {
+        None => init?,
+        Some(d) => match (d.all_ok(init.is_ok())?, init) {
+            (_, Err(e)) => return Err(e),
+            (false, Ok(_)) => bail!("rank {}: another rank failed to start (its error says why)", d.rank()),
+            (true, Ok(x)) => x,
+        },
+    };
+    if let Some(d) = dp {
+        d.broadcast_start(&model, &mut opt, &mut state)?;
+    }
+    if root {
+        checkpoint::clean_stale(ckpt_dir);
+        let cfg_text = toml::to_string_pretty(run)?;
+        crate::util::fs::write_atomic(&opts.out_dir.join("config.toml"), cfg_text.as_bytes())?;
+    }
+    Ok((model, opt, state))
 }
 
 /// A fresh model, optimizer and state, or those of the run directory's latest checkpoint (which must
@@ -205,11 +305,19 @@ fn init_or_resume(
     if checkpoint::list(ckpt_dir).last().is_some() {
         bail!("{} already holds checkpoints: pass --resume to continue, or choose another --out", ckpt_dir.display());
     }
-    let mut model = FreeTransformer::new(&run.model, opts.device, tc.seed)?;
+    let (mut model, opt, state) = fresh(run, opts)?;
     if let Some(src) = &tc.init_from {
+        // In place (the optimizer holds the same tensors); other ranks receive these by broadcast.
         init_from(&mut model, src, tok)?;
     }
-    let opt = AdamW::new(model.var_store(), tc);
+    let _ = std::fs::remove_file(opts.out_dir.join("metrics.jsonl"));
+    Ok((model, opt, state))
+}
+
+/// A freshly initialised model, its optimizer and step 0; touches no file.
+fn fresh(run: &RunConfig, opts: &TrainOptions) -> Result<(FreeTransformer, AdamW, TrainState)> {
+    let model = FreeTransformer::new(&run.model, opts.device, run.train.seed)?;
+    let opt = AdamW::new(model.var_store(), &run.train);
     let state = TrainState {
         format_version: FORMAT_VERSION,
         step: 0,
@@ -218,7 +326,6 @@ fn init_or_resume(
         data_cursor: (0, 0),
         run: run.clone(),
     };
-    let _ = std::fs::remove_file(opts.out_dir.join("metrics.jsonl"));
     Ok((model, opt, state))
 }
 
@@ -247,17 +354,25 @@ fn init_from(model: &mut FreeTransformer, src: &Path, tok: &Tokenizer) -> Result
     checkpoint::load_tensors(model, &tensors, &format!("train.init_from {}", loaded.dir.display()))
 }
 
-/// Forward and backward over the step's micro-batches, accumulating `1/grad_accum` of each
-/// gradient; returns the mean loss figures.
-fn accumulate(model: &FreeTransformer, data: &Dataset, tc: &TrainConfig, step: u64, device: Device) -> LossStats {
+/// Forward and backward over the rows `shard` of the step's micro-batches, accumulating
+/// `share/grad_accum` of each gradient (`share`: the shard's fraction of the batch, 1 for a single
+/// process); returns the shard's mean loss figures.
+fn accumulate(
+    model: &FreeTransformer,
+    data: &Dataset,
+    tc: &TrainConfig,
+    (step, shard, share): (u64, &Range<usize>, f64),
+    device: Device,
+) -> LossStats {
     let mut acc = LossAcc::default();
     for micro in 0..tc.grad_accum as u64 {
-        let rows = data.train_batch(step, micro, tc.batch_size);
+        let rows = data.train_rows(step, micro, shard.clone());
         let (x, y) = to_batch(&rows, device);
         let key = crate::util::rng::step_key(tc.seed, step, micro);
-        let fwd = model.forward(&x, ZSource::Posterior { key }, Pass::Train);
+        let z = ZSource::PosteriorRows { key, first_row: shard.start };
+        let fwd = model.forward(&x, z, Pass::Train);
         let loss = model.loss(&fwd, &y);
-        model.backward(&fwd, &loss, 1.0 / tc.grad_accum as f64);
+        model.backward(&fwd, &loss, share / tc.grad_accum as f64);
         acc.add(loss.stats());
     }
     acc.mean()
@@ -298,11 +413,15 @@ fn update_or_skip(
 
 /// What the training loop tracks besides the checkpointed [`TrainState`].
 struct LoopState {
+    /// Rank 0 or the only process: shows progress and writes the run directory.
+    root: bool,
+    keep_last: usize,
     start_step: u64,
     tokens_per_step: u64,
     bar: ProgressBar,
     t0: Instant,
     train_time: f64,
+    all_reduce_time: f64,
     last: LossStats,
     last_eval: Option<EvalReport>,
     last_ckpt: Option<PathBuf>,
@@ -310,13 +429,16 @@ struct LoopState {
 }
 
 impl LoopState {
-    fn new(opts: &TrainOptions, tc: &TrainConfig, state: &TrainState, tokens_per_step: u64) -> Self {
+    fn new(opts: &TrainOptions, tc: &TrainConfig, state: &TrainState, tokens_per_step: u64, root: bool) -> Self {
         LoopState {
+            root,
+            keep_last: tc.keep_last,
             start_step: state.step,
             tokens_per_step,
-            bar: progress_bar(opts.progress, tc.steps, state.step),
+            bar: progress_bar(opts.progress && root, tc.steps, state.step),
             t0: Instant::now(),
             train_time: 0.0,
+            all_reduce_time: 0.0,
             last: LossStats::default(),
             last_eval: None,
             last_ckpt: None,
@@ -344,7 +466,8 @@ impl LoopState {
         self.bar.finish_and_clear();
         let checkpoint = match self.last_ckpt {
             Some(p) => p,
-            None => checkpoint::resolve(ckpt_dir)?,
+            None if self.root => checkpoint::resolve(ckpt_dir)?,
+            None => ckpt_dir.to_path_buf(),
         };
         let done = (step - self.start_step) * self.tokens_per_step;
         Ok(TrainSummary {
@@ -352,6 +475,7 @@ impl LoopState {
             tokens: done,
             elapsed_s: self.t0.elapsed().as_secs_f64(),
             tokens_per_s: done as f64 / self.train_time.max(1e-9),
+            all_reduce_s: self.all_reduce_time,
             last: self.last,
             eval: self.last_eval,
             checkpoint,

@@ -112,9 +112,17 @@ pub fn step_key(seed: u64, step: u64, micro: u64) -> u64 {
 
 /// A CPU fp32 tensor of the given shape filled with `U[0, 1)` draws from the stream `key`.
 pub fn uniforms(key: u64, shape: &[i64]) -> tch::Tensor {
+    uniforms_at(key, 0, shape)
+}
+
+/// Draws `offset..offset + n` of the stream `key` as a CPU fp32 tensor of the given shape (n
+/// elements): equal to that slice of [`uniforms`] of the whole, so a data-parallel rank draws its
+/// rows' part of a batch's latents without the others'. Each f32 takes one 32-bit ChaCha word.
+pub fn uniforms_at(key: u64, offset: u64, shape: &[i64]) -> tch::Tensor {
     use rand::{Rng, SeedableRng};
     let n: i64 = shape.iter().product();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(key);
+    rng.set_word_pos(u128::from(offset));
     let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
     tch::Tensor::from_slice(&v).view(shape)
 }
@@ -122,6 +130,15 @@ pub fn uniforms(key: u64, shape: &[i64]) -> tch::Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uniforms_at_an_offset_are_that_slice_of_the_whole_stream() {
+        let whole = Vec::<f32>::try_from(uniforms(42, &[3, 5, 7]).flatten(0, -1)).unwrap();
+        for (offset, n) in [(0usize, 105usize), (35, 70), (1, 3), (70, 35), (104, 1)] {
+            let part = Vec::<f32>::try_from(uniforms_at(42, offset as u64, &[n as i64])).unwrap();
+            assert_eq!(part, whole[offset..offset + n], "offset {offset}");
+        }
+    }
 
     #[test]
     fn streams_are_deterministic_and_distinct() {

@@ -272,7 +272,12 @@ impl Task {
 
     /// A training batch: rows `0..batch_size` of (step, micro).
     pub fn train_batch(&self, step: u64, micro: u64, batch_size: usize) -> Vec<Vec<u32>> {
-        (0..batch_size as u64).map(|row| self.train_ids(step, micro, row)).collect()
+        self.train_rows(step, micro, 0..batch_size)
+    }
+
+    /// Rows `rows` of the training batch of (step, micro): a data-parallel rank's shard.
+    pub fn train_rows(&self, step: u64, micro: u64, rows: std::ops::Range<usize>) -> Vec<Vec<u32>> {
+        rows.map(|row| self.train_ids(step, micro, row as u64)).collect()
     }
 
     /// The fixed validation set: `Split::Val` indices `0..n_batches·batch_size`, in batches.

@@ -1,0 +1,3 @@
+// Opaque declarations for ProcessGroupGloo.hpp (see README.md): not Gloo itself.
+#pragma once
+#include "gloo/context.h"

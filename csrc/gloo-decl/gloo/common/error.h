@@ -1,0 +1,2 @@
+// Opaque declarations for ProcessGroupGloo.hpp (see README.md): not Gloo itself.
+#pragma once
