@@ -79,18 +79,6 @@ fn run(cfg: &Path, out: &Path, nproc: usize, extra: &[&str]) {
     ok(c.output().unwrap(), &format!("{} with {nproc} rank(s)", out.display()));
 }
 
-/// (step, loss, grad_norm) of every metrics line.
-fn curve(run: &Path) -> Vec<(u64, f64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())
-        })
-        .collect()
-}
-
 /// `2γ_N` for the batch's N = B·T terms.
 fn two_gamma() -> f64 {
     let (n, u) = ((B * T) as f64, 2f64.powi(-24));
@@ -100,7 +88,7 @@ fn two_gamma() -> f64 {
 /// Asserts the tolerance of the module documentation between two runs' curves and final weights;
 /// returns (largest loss difference, largest weight difference).
 fn assert_close(a: &Path, b: &Path) -> (f64, f64) {
-    let (ca, cb) = (curve(a), curve(b));
+    let (ca, cb) = (common::curve(a), common::curve(b));
     assert_eq!(ca.len(), cb.len(), "{} vs {}", a.display(), b.display());
     let mut worst_loss: f64 = 0.0;
     for ((s, la, ga), (sb, lb, gb)) in ca.iter().zip(&cb) {
@@ -148,7 +136,7 @@ fn two_ranks_train_like_one_process_and_resume_across_world_sizes() {
     let (dl, dw) = assert_close(&one, &two);
     eprintln!("1 vs 2 ranks: loss differs by ≤ {dl:.2e}, weights by ≤ {dw:.2e}");
     // Only rank 0 wrote: one metrics line per step, no stray temporaries.
-    assert_eq!(curve(&two).len(), STEPS as usize);
+    assert_eq!(common::curve(&two).len(), STEPS as usize);
     assert!(
         std::fs::read_dir(two.join("checkpoints"))
             .unwrap()
@@ -225,7 +213,7 @@ fn sigterm_to_one_rank_stops_every_rank_at_the_same_step() {
     assert!(o0.status.success() && o1.status.success(), "rank 0: {}\nrank 1: {}", stderr(&o0), stderr(&o1));
     assert!(stderr(&o0).contains("interrupted: checkpoint saved at step"), "{}", stderr(&o0));
     let step = checkpoint::load(&out, Device::Cpu).unwrap().state.unwrap().step;
-    assert_eq!(curve(&out).last().unwrap().0, step, "the checkpoint is the last logged step");
+    assert_eq!(common::curve(&out).last().unwrap().0, step, "the checkpoint is the last logged step");
 }
 
 #[test]
@@ -252,7 +240,7 @@ fn a_killed_rank_is_named_and_the_run_resumes_from_the_last_checkpoint() {
     assert!((2..60).contains(&step), "last checkpoint at step {step}");
     run(&cfg, &killed, 1, &["--resume"]);
     run(&cfg, &whole, 1, &[]);
-    let (a, b) = (curve(&killed), curve(&whole));
+    let (a, b) = (common::curve(&killed), common::curve(&whole));
     assert_eq!(a.len(), b.len());
     let tol = 60.0 * two_gamma();
     for ((s, la, _), (_, lb, _)) in a.iter().zip(&b) {

@@ -31,23 +31,12 @@ fn opts(dir: &std::path::Path) -> TrainOptions {
     o
 }
 
-fn losses(dir: &std::path::Path) -> Vec<(u64, f64, f64)> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())
-        })
-        .collect()
-}
-
 #[test]
 fn short_run_learns_and_keeps_kl_near_kappa() {
     let tmp = tempfile::tempdir().unwrap();
     let run = config(&["train.steps=80", "train.batch_size=16", "train.log_every=10"]);
     let s = train(&run, &opts(tmp.path())).unwrap();
-    let first = losses(tmp.path())[0].1;
+    let first = common::curve(tmp.path())[0].1;
     assert!(s.last.ce < first - 0.5, "CE did not fall enough: first logged loss {first}, last CE {}", s.last.ce);
     // The synthetic task's noise floor is far below ln 29 = 3.37 nats; after 80 steps CE < 1.6.
     assert!(s.last.ce < 1.6, "last CE {}", s.last.ce);
@@ -93,7 +82,7 @@ fn resume_follows_the_uninterrupted_run_exactly() {
     o2.resume = true;
     let s2 = train(&run, &o2).unwrap();
     assert_eq!(s2.steps, 6);
-    let (a, b) = (losses(full.path()), losses(parts.path()));
+    let (a, b) = (common::curve(full.path()), common::curve(parts.path()));
     assert_eq!(a.len(), 6);
     assert_eq!(a, b, "per-step loss and grad norm must be bit-identical after resume");
 }

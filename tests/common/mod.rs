@@ -149,3 +149,15 @@ pub fn chi_square_critical(df: f64) -> f64 {
     let a = 2.0 / (9.0 * df);
     df * (1.0 - a + z * a.sqrt()).powi(3)
 }
+
+/// (step, loss, grad_norm) of every line of a run's `metrics.jsonl`.
+pub fn curve(run: &std::path::Path) -> Vec<(u64, f64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap(), v["grad_norm"].as_f64().unwrap())
+        })
+        .collect()
+}
