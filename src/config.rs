@@ -94,6 +94,11 @@ pub struct TrainConfig {
     /// Learning-rate multiplier for the encoder (its block, ζ, norm and readout).
     #[serde(default = "one_f")]
     pub encoder_lr_mult: f64,
+    /// Learning-rate multiplier for the learned relative-offset score biases
+    /// (`model.latent.encoder_rel_bias`, `model.latent.inject_self_bias`), applied to the base rate
+    /// instead of `encoder_lr_mult`.
+    #[serde(default = "one_f", alias = "encoder_bias_lr_mult")]
+    pub rel_bias_lr_mult: f64,
     /// AdamW β1.
     #[serde(default = "default_beta1")]
     pub beta1: f64,
@@ -198,9 +203,11 @@ impl TrainConfig {
         if !(self.grad_clip.is_finite() && self.grad_clip >= 0.0) {
             return Err(value_err("train.grad_clip", "must be finite and ≥ 0"));
         }
-        for (key, v) in
-            [("train.post_sampler_lr_mult", self.post_sampler_lr_mult), ("train.encoder_lr_mult", self.encoder_lr_mult)]
-        {
+        for (key, v) in [
+            ("train.post_sampler_lr_mult", self.post_sampler_lr_mult),
+            ("train.encoder_lr_mult", self.encoder_lr_mult),
+            ("train.rel_bias_lr_mult", self.rel_bias_lr_mult),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(value_err(key, "must be finite and ≥ 0"));
             }

@@ -28,10 +28,31 @@ fn prompt_bit_logits(model: &FreeTransformer, prompt: &[i64]) -> Tensor {
 #[test]
 fn cached_generation_matches_one_full_pinned_forward() {
     let _g = serial();
-    let model = build(&tiny(4, "\"1/8\""), 201);
+    cached_equals_full(&build(&tiny(4, "\"1/8\""), 201));
+}
+
+// The same with the learned relative-offset biases of the encoder and of the injection block (the
+// latter takes its own path through the KV cache), both perturbed so that every offset differs.
+#[test]
+fn cached_generation_matches_with_relative_offset_biases() {
+    let _g = serial();
+    let mut cfg = tiny(4, "\"1/8\"");
+    cfg.latent.encoder_rel_bias = true;
+    cfg.latent.inject_self_bias = Some(2.0);
+    let model = build(&cfg, 206);
+    let lat = model.latent().unwrap();
+    tch::no_grad(|| {
+        for t in [lat.encoder.rel_bias.as_ref().unwrap(), lat.inject_rel_bias.as_ref().unwrap()] {
+            let _ = t.shallow_clone().g_add_(&(Tensor::randn(t.size(), (tch::Kind::Float, tch::Device::Cpu)) * 2.0));
+        }
+    });
+    cached_equals_full(&model);
+}
+
+fn cached_equals_full(model: &FreeTransformer) {
     let prompt = [1i64, 2, 3];
     let (p, n_new, b) = (3i64, 12i64, 3i64);
-    let out = generate(&model, &prompt, b as usize, &opts(n_new as usize, 7), GenerationZ::Fresh).unwrap();
+    let out = generate(model, &prompt, b as usize, &opts(n_new as usize, 7), GenerationZ::Fresh).unwrap();
     assert_eq!(out.tokens.size(), [b, p + n_new]);
     assert_eq!(out.logits.size(), [b, n_new, VOCAB]);
     let codes = out.codes.expect("a Free Transformer records its codes");

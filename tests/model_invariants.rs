@@ -542,6 +542,9 @@ fn compare_fused_dense(double: bool) {
         for kappa in ["\"1/64\"".to_string(), bits.to_string()] {
             let mut cfg = tiny(bits, &kappa);
             cfg.latent.post_sampler_init_std = Some(0.5);
+            // H = 4 also covers the learned relative-offset biases (encoder and injection block).
+            cfg.latent.encoder_rel_bias = bits == 4;
+            cfg.latent.inject_self_bias = (bits == 4).then_some(1.5);
             let fused = run_backward(&cfg, MapperGrad::Fused, double, &inp, &tgt);
             let dense = run_backward(&cfg, MapperGrad::Dense, double, &inp, &tgt);
             let tag = format!("H={bits} κ={kappa} f64={double}");

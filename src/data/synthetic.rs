@@ -65,6 +65,11 @@ const SYNTH_ALPHABET: [u8; SYNTH_VOCAB] = {
 
 /// Draws one synthetic sequence as token ids, in the paper's exact RNG draw order.
 fn synthetic_ids<R: Rng + ?Sized>(rng: &mut R) -> [u32; SYNTH_LEN] {
+    synthetic_draw(rng).0
+}
+
+/// Draws one synthetic sequence as token ids together with its hidden target start (body index).
+fn synthetic_draw<R: Rng + ?Sized>(rng: &mut R) -> ([u32; SYNTH_LEN], usize) {
     let letter: u32 = rng.random_range(0..26u32);
     let mut body = [ID_BLANK; SYNTH_BODY_LEN];
     let start = rng.random_range(0..=SYNTH_MAX_TARGET_START as u32) as usize;
@@ -78,7 +83,7 @@ fn synthetic_ids<R: Rng + ?Sized>(rng: &mut R) -> [u32; SYNTH_LEN] {
     out[0] = letter;
     out[1] = ID_PROMPT;
     out[SYNTH_PROMPT_LEN..].copy_from_slice(&body);
-    out
+    (out, start)
 }
 
 /// Maps in-vocabulary synthetic ids (all < 29 by construction) to their string.
@@ -130,6 +135,14 @@ impl SyntheticTask {
         synthetic_ids_to_string(&self.sequence_ids(split, index))
     }
 
+    /// Token ids of [`SyntheticTask::sequence`] with the hidden target start (a body index, before
+    /// noise, which may overwrite target letters): the latent variable a Free Transformer can encode.
+    pub fn sequence_with_start(&self, split: Split, index: u64) -> (Vec<u32>, usize) {
+        let mut rng = ChaCha8Rng::seed_from_u64(split.stream().seed(self.seed, &[index]));
+        let (ids, start) = synthetic_draw(&mut rng);
+        (ids.to_vec(), start)
+    }
+
     /// Token ids of [`SyntheticTask::sequence`].
     fn sequence_ids(&self, split: Split, index: u64) -> [u32; SYNTH_LEN] {
         let mut rng = ChaCha8Rng::seed_from_u64(split.stream().seed(self.seed, &[index]));
@@ -177,6 +190,25 @@ mod tests {
     use std::collections::HashSet;
 
     const N: usize = 20_000;
+
+    #[test]
+    fn the_hidden_start_is_where_the_target_was_written() {
+        let task = SyntheticTask::new(3);
+        for i in 0..500 {
+            let (ids, start) = task.sequence_with_start(Split::Val, i);
+            assert_eq!(ids, task.sequence_ids(Split::Val, i).to_vec());
+            assert!(start <= SYNTH_MAX_TARGET_START);
+            let body = &ids[SYNTH_PROMPT_LEN..];
+            for (j, &c) in body.iter().enumerate() {
+                let inside = (start..start + SYNTH_TARGET_LEN).contains(&j);
+                match c {
+                    ID_NOISE => {}
+                    ID_BLANK => assert!(!inside, "blank inside the target at {j} (start {start})"),
+                    letter => assert!(inside && letter == ids[0], "letter {letter} at {j} (start {start})"),
+                }
+            }
+        }
+    }
 
     /// Splits a sample into (letter, body) after checking the prompt layout.
     fn parse(s: &str) -> (u8, Vec<u8>) {

@@ -147,6 +147,19 @@ pub struct LatentConfig {
     /// Where R enters the K/V path of the injection block.
     #[serde(default)]
     pub injection: Injection,
+    /// A learned per-head bias on the encoder's attention scores for each relative offset s − t
+    /// (zero at init, so the model starts as the spec's). A deviation from the paper, off by
+    /// default: with a constant query ζ the encoder can select offsets only through RoPE phases,
+    /// and at H = 16 it was measured to attend uniformly (docs/results/figure4-probes §10).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encoder_rel_bias: bool,
+    /// When set, a learned per-head bias on the injection block's attention scores for each
+    /// relative offset s − t, starting at this value for the own position (offset 0) and 0
+    /// elsewhere, so that block m starts by reading its own token's Z. A deviation from the paper,
+    /// off by default (docs/results/figure4-probes §10: the decoder otherwise reads Z_t no more than
+    /// uniformly, and no bit ever carries the next token's noise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_self_bias: Option<f64>,
     /// How Eq. 8's gradient is computed.
     #[serde(default)]
     pub mapper_grad: MapperGrad,
@@ -188,6 +201,8 @@ impl Default for LatentConfig {
             post_sampler_init: PostSamplerInit::default(),
             post_sampler_init_noise: 0.0,
             injection: Injection::PreNorm,
+            encoder_rel_bias: false,
+            inject_self_bias: None,
             mapper_grad: MapperGrad::Fused,
             mapper_tile: 0,
             mapper_chunk: serde::de::IgnoredAny,
@@ -346,6 +361,9 @@ impl ModelConfig {
         }
         if !(lat.init_std().is_finite() && lat.init_std() >= 0.0) {
             return Err(value_err("model.latent.post_sampler_init_std", "must be finite and ≥ 0"));
+        }
+        if lat.inject_self_bias.is_some_and(|b| !b.is_finite()) {
+            return Err(value_err("model.latent.inject_self_bias", "must be a finite number"));
         }
         if !(lat.post_sampler_init_noise.is_finite() && lat.post_sampler_init_noise >= 0.0) {
             return Err(value_err("model.latent.post_sampler_init_noise", "must be finite and ≥ 0"));

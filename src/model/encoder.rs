@@ -18,6 +18,9 @@ pub struct Encoder {
     pub norm: RmsNorm,
     /// `W_enc`: `[H, D]`.
     pub readout: Tensor,
+    /// Optional learned score bias per head and relative offset s − t, `[n_heads, 2·max_len − 1]`
+    /// (`model.latent.encoder_rel_bias`; a deviation from the paper, zero at init).
+    pub rel_bias: Option<Tensor>,
 }
 
 impl Encoder {
@@ -28,6 +31,10 @@ impl Encoder {
             zeta: p.var("zeta", &[cfg.d_model as i64], Init::Randn { mean: 0.0, stdev: cfg.init_std }),
             norm: RmsNorm::new(&(p / "norm"), cfg.d_model, cfg.norm_eps),
             readout: linear_weight(p, "readout", bits, cfg.d_model, cfg.init_std),
+            rel_bias: cfg.latent.encoder_rel_bias.then(|| {
+                let offsets = 2 * cfg.max_seq_len as i64 - 1;
+                p.var("rel_bias", &[cfg.n_heads as i64, offsets], Init::Const(0.0))
+            }),
         }
     }
 
@@ -35,7 +42,8 @@ impl Encoder {
     pub fn forward(&self, x_m: &Tensor, rope: &Rope) -> Tensor {
         let (b, t, d) = x_m.size3().expect("encoder input is [B, T, D]");
         let q0 = self.zeta.view([1, 1, d]).expand([b, t, d], false);
-        let y = self.block.forward(&q0, KvInput::From(x_m), AttnMask::Bidirectional, rope, 0, None);
+        let rel = self.rel_bias.as_ref();
+        let y = self.block.forward_rel(&q0, KvInput::From(x_m), AttnMask::Bidirectional, rope, 0, None, rel);
         let kind = self.block.attn.compute();
         linear_in(&self.norm.forward(&y), &self.readout, kind).to_kind(tch::Kind::Float)
     }

@@ -86,6 +86,38 @@ pub enum AttnMask {
     Bidirectional,
 }
 
+/// Scores bias `[n_heads, tq, tk]` for queries at positions `q_pos..q_pos + tq` over keys at
+/// `0..tk`: entry `[h, i, j]` is `rel[h, (j − (q_pos + i)) + centre]`, the table's value for the
+/// offset s − t (offsets beyond the table's range are clamped to its ends).
+pub fn offset_bias(rel: &Tensor, q_pos: i64, tq: i64, tk: i64) -> Tensor {
+    let (heads, offsets) = rel.size2().expect("a relative bias table is [heads, offsets]");
+    let centre = (offsets - 1) / 2;
+    let qi = Tensor::arange(tq, (Kind::Int64, rel.device())).unsqueeze(1) + q_pos;
+    let kj = Tensor::arange(tk, (Kind::Int64, rel.device())).unsqueeze(0);
+    let idx = (kj - qi + centre).clamp(0, offsets - 1);
+    rel.index_select(1, &idx.view([-1])).view([heads, tq, tk]).to_kind(at_least_f32(rel.kind()))
+}
+
+/// fp32 for reduced-precision kinds, the kind itself for fp32 and f64 (scores and softmax never
+/// run below fp32).
+fn at_least_f32(kind: Kind) -> Kind {
+    if kind == Kind::Double { Kind::Double } else { Kind::Float }
+}
+
+/// The additive score term of a (relative-bias) attention: the bias when given, and −∞ on future
+/// keys for a causal mask (query i sits at position `q_pos + i`).
+fn score_bias(rel: Option<&Tensor>, mask: AttnMask, q_pos: i64, tq: i64, tk: i64, device: Device) -> Tensor {
+    let bias = rel.map_or_else(|| Tensor::zeros([1, tq, tk], (Kind::Float, device)), |r| offset_bias(r, q_pos, tq, tk));
+    match mask {
+        AttnMask::Bidirectional => bias,
+        AttnMask::Causal => {
+            let qi = Tensor::arange(tq, (Kind::Int64, device)).unsqueeze(1) + q_pos;
+            let kj = Tensor::arange(tk, (Kind::Int64, device)).unsqueeze(0);
+            bias.masked_fill(&kj.gt_tensor(&qi), f64::NEG_INFINITY)
+        }
+    }
+}
+
 /// Keys and values of one attention layer for cached decoding, preallocated to `capacity`.
 #[derive(Debug)]
 pub struct LayerCache {
@@ -168,6 +200,18 @@ impl Attention {
         rope.apply(&q, pos)
     }
 
+    /// Attention probabilities `[B, n_heads, T, T]` (fp32) of `nq` over `nkv` from position 0, with
+    /// an optional relative-offset bias table (see [`offset_bias`]), for analysis (which offsets a
+    /// head reads); the forward pass never materialises them.
+    pub fn weights(&self, nq: &Tensor, nkv: &Tensor, mask: AttnMask, rope: &Rope, rel: Option<&Tensor>) -> Tensor {
+        let (b, t, _) = nkv.size3().expect("attention input is [B, T, D]");
+        let q = self.queries(nq, rope, 0).to_kind(Kind::Float);
+        let k = linear_in(nkv, &self.wk, self.compute).view([b, t, self.n_kv, self.head_dim]).transpose(1, 2);
+        let k = rope.apply(&k, 0).to_kind(Kind::Float).repeat_interleave_self_int(self.n_heads / self.n_kv, 1, None);
+        let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt();
+        (scores + score_bias(rel, mask, 0, q.size()[2], t, q.device())).softmax(-1, Kind::Float)
+    }
+
     /// Attention of `nq` (queries) over `nkv` (keys/values), both already normalised; positions start
     /// at `pos`. With a cache, the new keys/values are appended and attention covers the whole cache.
     pub fn forward(
@@ -178,6 +222,23 @@ impl Attention {
         rope: &Rope,
         pos: i64,
         cache: Option<&mut LayerCache>,
+    ) -> Tensor {
+        self.forward_rel(nq, nkv, mask, rope, pos, cache, None)
+    }
+
+    /// [`Attention::forward`] with an optional learned relative-offset bias table `rel`
+    /// (`[n_heads, 2·max_len − 1]`, see [`offset_bias`]) added to the scores. With a bias the
+    /// attention is written out (scores, softmax, values) so that the table receives its gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rel(
+        &self,
+        nq: &Tensor,
+        nkv: &Tensor,
+        mask: AttnMask,
+        rope: &Rope,
+        pos: i64,
+        cache: Option<&mut LayerCache>,
+        rel: Option<&Tensor>,
     ) -> Tensor {
         let (b, tq, d) = nq.size3().expect("attention input is [B, T, D]");
         let tk = nkv.size()[1];
@@ -194,6 +255,15 @@ impl Attention {
             None => (k, v, 0),
         };
         let gqa = self.n_kv != self.n_heads;
+        if rel.is_some() {
+            let rep = self.n_heads / self.n_kv;
+            let (k, v) = (k.repeat_interleave_self_int(rep, 1, None), v.repeat_interleave_self_int(rep, 1, None));
+            let kind = at_least_f32(q.kind());
+            let scores = q.matmul(&k.transpose(-2, -1)).to_kind(kind) / (self.head_dim as f64).sqrt();
+            let bias = score_bias(rel, mask, past, tq, k.size()[2], q.device());
+            let y = (scores + bias).softmax(-1, kind).to_kind(v.kind()).matmul(&v);
+            return linear_in(&y.transpose(1, 2).reshape([b, tq, d]), &self.wo, self.compute);
+        }
         let y = match mask {
             AttnMask::Bidirectional => {
                 Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, gqa)
@@ -294,9 +364,24 @@ impl Block {
         pos: i64,
         cache: Option<&mut LayerCache>,
     ) -> Tensor {
+        self.forward_rel(xq, kv, mask, rope, pos, cache, None)
+    }
+
+    /// [`Block::forward`] with an optional relative-offset bias table on its attention scores.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_rel(
+        &self,
+        xq: &Tensor,
+        kv: KvInput,
+        mask: AttnMask,
+        rope: &Rope,
+        pos: i64,
+        cache: Option<&mut LayerCache>,
+        rel: Option<&Tensor>,
+    ) -> Tensor {
         let nq = self.attn_norm.forward(xq);
         let nkv = self.kv_states(xq, &nq, kv);
-        let h = xq + self.attn.forward(&nq, &nkv, mask, rope, pos, cache);
+        let h = xq + self.attn.forward_rel(&nq, &nkv, mask, rope, pos, cache, rel);
         let out = self.mlp.forward(&self.mlp_norm.forward(&h));
         h + out
     }
@@ -309,5 +394,98 @@ impl Block {
             KvInput::AddAfterNorm(r) => nq + r,
             KvInput::From(x) => self.attn_norm.forward(x),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `weights` are the probabilities the forward pass uses: `o_proj(weights · V)` is its output.
+    #[test]
+    fn attention_weights_reproduce_the_forward_pass() {
+        let cfg: ModelConfig = toml::from_str(
+            "vocab_size = 29\nd_model = 32\nn_layers = 2\nn_heads = 4\nn_kv_heads = 2\nffn_hidden = 64\nmax_seq_len = 16",
+        )
+        .expect("test config parses");
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let attn = Attention::new(&(vs.root() / "a"), &cfg);
+        let rope = Rope::new(cfg.head_dim(), 16, cfg.rope_theta, Device::Cpu);
+        tch::manual_seed(3);
+        let (nq, nkv) = (
+            Tensor::randn([2, 7, 32], (Kind::Float, Device::Cpu)),
+            Tensor::randn([2, 7, 32], (Kind::Float, Device::Cpu)),
+        );
+        for mask in [AttnMask::Causal, AttnMask::Bidirectional] {
+            let w = attn.weights(&nq, &nkv, mask, &rope, None);
+            assert_eq!(w.size(), [2, 4, 7, 7]);
+            let row_sums = w.sum_dim_intlist(-1, false, Kind::Float);
+            assert!((row_sums - 1.0).abs().max().double_value(&[]) < 1e-5);
+            if matches!(mask, AttnMask::Causal) {
+                assert_eq!(w.triu(1).abs().sum(Kind::Float).double_value(&[]), 0.0);
+            }
+            let v = linear_in(&nkv, &attn.wv, Kind::Float)
+                .view([2, 7, 2, 8])
+                .transpose(1, 2)
+                .repeat_interleave_self_int(2, 1, None);
+            let y = linear_in(&w.matmul(&v).transpose(1, 2).reshape([2, 7, 32]), &attn.wo, Kind::Float);
+            let want = attn.forward(&nq, &nkv, mask, &rope, 0, None);
+            assert!((y - want).abs().max().double_value(&[]) < 1e-5);
+        }
+        // A zero table is plain attention; with a table, `weights` and the forward pass agree, and
+        // cached decoding (one query at a time) equals the whole-sequence pass.
+        let zero = Tensor::zeros([4, 31], (Kind::Float, Device::Cpu));
+        let rel = Tensor::randn([4, 31], (Kind::Float, Device::Cpu));
+        for mask in [AttnMask::Causal, AttnMask::Bidirectional] {
+            let plain = attn.forward(&nq, &nkv, mask, &rope, 0, None);
+            let zeroed = attn.forward_rel(&nq, &nkv, mask, &rope, 0, None, Some(&zero));
+            assert!((zeroed - &plain).abs().max().double_value(&[]) < 1e-5);
+            let w = attn.weights(&nq, &nkv, mask, &rope, Some(&rel));
+            let v = linear_in(&nkv, &attn.wv, Kind::Float)
+                .view([2, 7, 2, 8])
+                .transpose(1, 2)
+                .repeat_interleave_self_int(2, 1, None);
+            let y = linear_in(&w.matmul(&v).transpose(1, 2).reshape([2, 7, 32]), &attn.wo, Kind::Float);
+            let got = attn.forward_rel(&nq, &nkv, mask, &rope, 0, None, Some(&rel));
+            assert!((y - &got).abs().max().double_value(&[]) < 1e-5);
+            if matches!(mask, AttnMask::Causal) {
+                let mut cache = LayerCache::new(2, 2, 7, 8, Kind::Float, Device::Cpu);
+                let steps: Vec<Tensor> = (0..7)
+                    .map(|i| {
+                        let (q1, kv1) = (nq.narrow(1, i, 1), nkv.narrow(1, i, 1));
+                        attn.forward_rel(&q1, &kv1, mask, &rope, i, Some(&mut cache), Some(&rel))
+                    })
+                    .collect();
+                assert!((Tensor::cat(&steps, 1) - &got).abs().max().double_value(&[]) < 1e-5);
+            }
+        }
+        // The table's gradient (through the written-out attention) matches central differences (f64).
+        let mut vs64 = tch::nn::VarStore::new(Device::Cpu);
+        let a64 = Attention::new(&(vs64.root() / "a"), &cfg);
+        vs64.double();
+        let (q64, kv64) = (nq.to_kind(Kind::Double), nkv.to_kind(Kind::Double));
+        let weights = Tensor::randn([2, 7, 32], (Kind::Double, Device::Cpu));
+        let rel64 = (rel.to_kind(Kind::Double)).set_requires_grad(true);
+        let loss = |r: &Tensor| {
+            (a64.forward_rel(&q64, &kv64, AttnMask::Causal, &rope, 0, None, Some(r)) * &weights).sum(Kind::Double)
+        };
+        loss(&rel64).backward();
+        let grad = rel64.grad();
+        for (h, o) in [(0i64, 15i64), (1, 14), (3, 10), (2, 20)] {
+            let fd = tch::no_grad(|| {
+                let bump = |e: f64| {
+                    let r = rel64.detach().copy();
+                    let _ = r.get(h).get(o).g_add_scalar_(e);
+                    loss(&r).double_value(&[])
+                };
+                (bump(1e-6) - bump(-1e-6)) / 2e-6
+            });
+            let g = grad.double_value(&[h, o]);
+            assert!((g - fd).abs() <= 1e-6 * (1.0 + fd.abs()), "rel[{h}, {o}]: autograd {g} vs finite difference {fd}");
+        }
+        // offset_bias reads the table at s − t.
+        let table = Tensor::arange(7, (Kind::Float, Device::Cpu)).view([1, 7]);
+        let b = offset_bias(&table, 1, 2, 3);
+        assert_eq!(Vec::<f32>::try_from(b.view([-1])).unwrap(), vec![2.0, 3.0, 4.0, 1.0, 2.0, 3.0]);
     }
 }

@@ -58,6 +58,9 @@ pub struct LatentModule {
     pub mapper: BinaryMapper,
     /// κ in nats.
     pub kappa_nats: f64,
+    /// Optional learned relative-offset bias on the injection block's attention scores,
+    /// `[n_heads, 2·max_len − 1]` (`model.latent.inject_self_bias`; a deviation from the paper).
+    pub inject_rel_bias: Option<Tensor>,
     injection: Injection,
     grad: MapperGrad,
 }
@@ -212,6 +215,14 @@ impl FreeTransformer {
                 post_sampler: post_sampler_table(&(&lp / "post_sampler"), lat, &mapper, d),
                 mapper,
                 kappa_nats: lat.kappa_bits.expect("validated").nats(),
+                inject_rel_bias: lat.inject_self_bias.map(|own| {
+                    let offsets = 2 * cfg.max_seq_len as i64 - 1;
+                    let table = lp.var("inject_rel_bias", &[cfg.n_heads as i64, offsets], Init::Const(0.0));
+                    tch::no_grad(|| {
+                        let _ = table.narrow(1, (offsets - 1) / 2, 1).fill_(own);
+                    });
+                    table
+                }),
                 injection: lat.injection,
                 grad: lat.mapper_grad,
             }
@@ -325,7 +336,8 @@ impl FreeTransformer {
             c.codes.push(codes.shallow_clone());
         }
         let (x_m, r, tape) = lat.post_sample(x, &codes, o.as_ref(), pass);
-        x = self.blocks[m].forward(&x_m, lat.kv_input(&r), AttnMask::Causal, &self.rope, pos, layer(&mut cache, m));
+        let (kv, rel) = (lat.kv_input(&r), lat.inject_rel_bias.as_ref());
+        x = self.blocks[m].forward_rel(&x_m, kv, AttnMask::Causal, &self.rope, pos, layer(&mut cache, m), rel);
         for (i, block) in self.blocks.iter().enumerate().skip(m + 1) {
             x = block.forward(&x, KvInput::Same, AttnMask::Causal, &self.rope, pos, layer(&mut cache, i));
         }

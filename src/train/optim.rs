@@ -48,10 +48,10 @@ fn is_encoder(name: &str) -> bool {
 }
 
 /// Whether a parameter gets weight decay: matrices only; the embedding and the post-sampler table
-/// only when `decay_embeddings`; never norm gains or ζ.
+/// only when `decay_embeddings`; never norm gains, ζ or the encoder's relative-offset bias.
 pub fn decays(name: &str, dims: usize, decay_embeddings: bool) -> bool {
     let table = name.ends_with("embed_tokens.weight") || name.ends_with("post_sampler.weight");
-    dims >= 2 && (!table || decay_embeddings)
+    dims >= 2 && !name.ends_with("rel_bias") && (!table || decay_embeddings)
 }
 
 impl AdamW {
@@ -65,6 +65,8 @@ impl AdamW {
                 let table = name == TABLE;
                 let lr_mult = if table {
                     cfg.post_sampler_lr_mult
+                } else if name.ends_with("rel_bias") {
+                    cfg.rel_bias_lr_mult
                 } else if is_encoder(&name) {
                     cfg.encoder_lr_mult
                 } else {
@@ -441,5 +443,6 @@ mod tests {
         assert!(!decays("model.embed_tokens.weight", 2, false));
         assert!(decays("model.embed_tokens.weight", 2, true));
         assert!(!decays("model.latent.post_sampler.weight", 2, false));
+        assert!(!decays("model.latent.rel_bias", 2, true));
     }
 }

@@ -30,12 +30,18 @@ pub(crate) struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// CPU threads for libtorch (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     #[command(flatten)]
     device: DeviceArg,
 }
 
 /// `freet eval`: evaluates a checkpoint on its run's validation data.
 pub(crate) fn cmd_eval(a: EvalArgs) -> Result<()> {
+    if a.threads > 0 {
+        tch::set_num_threads(a.threads as i32);
+    }
     let loaded = checkpoint::load(&a.checkpoint, a.device.get()?)?;
     let (run, step) = match (&a.config, &loaded.state) {
         (Some(path), _) => (freet::config::RunConfig::load(path, &[])?, loaded.state.as_ref().map_or(0, |s| s.step)),

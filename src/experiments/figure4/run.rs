@@ -420,5 +420,18 @@ pub fn latent_recipe(run: &RunConfig) -> String {
     if t.encoder_lr_mult != 1.0 {
         s += &format!(", encoder learning rate ×{}", t.encoder_lr_mult);
     }
+    if lat.encoder_rel_bias {
+        s += &format!(
+            ", a learned relative-offset bias on the encoder's attention scores (not in the paper; learning rate ×{})",
+            t.rel_bias_lr_mult
+        );
+    }
+    if let Some(b) = lat.inject_self_bias {
+        s += &format!(
+            ", a learned relative-offset bias on the injection block's attention scores starting at {b} for the own \
+             position (not in the paper; learning rate ×{})",
+            t.rel_bias_lr_mult
+        );
+    }
     s
 }
