@@ -92,8 +92,7 @@ pub enum AttnMask {
 pub fn offset_bias(rel: &Tensor, q_pos: i64, tq: i64, tk: i64) -> Tensor {
     let (heads, offsets) = rel.size2().expect("a relative bias table is [heads, offsets]");
     let centre = (offsets - 1) / 2;
-    let qi = Tensor::arange(tq, (Kind::Int64, rel.device())).unsqueeze(1) + q_pos;
-    let kj = Tensor::arange(tk, (Kind::Int64, rel.device())).unsqueeze(0);
+    let (qi, kj) = position_grid(q_pos, tq, tk, rel.device());
     let idx = (kj - qi + centre).clamp(0, offsets - 1);
     rel.index_select(1, &idx.view([-1])).view([heads, tq, tk]).to_kind(at_least_f32(rel.kind()))
 }
@@ -111,11 +110,17 @@ fn score_bias(rel: Option<&Tensor>, mask: AttnMask, q_pos: i64, tq: i64, tk: i64
     match mask {
         AttnMask::Bidirectional => bias,
         AttnMask::Causal => {
-            let qi = Tensor::arange(tq, (Kind::Int64, device)).unsqueeze(1) + q_pos;
-            let kj = Tensor::arange(tk, (Kind::Int64, device)).unsqueeze(0);
+            let (qi, kj) = position_grid(q_pos, tq, tk, device);
             bias.masked_fill(&kj.gt_tensor(&qi), f64::NEG_INFINITY)
         }
     }
+}
+
+/// Query positions `[tq, 1]` (`q_pos + i`) and key positions `[1, tk]` (`j`), int64, to broadcast
+/// into masks and offsets.
+fn position_grid(q_pos: i64, tq: i64, tk: i64, device: Device) -> (Tensor, Tensor) {
+    let qi = Tensor::arange(tq, (Kind::Int64, device)).unsqueeze(1) + q_pos;
+    (qi, Tensor::arange(tk, (Kind::Int64, device)).unsqueeze(0))
 }
 
 /// Keys and values of one attention layer for cached decoding, preallocated to `capacity`.
@@ -195,42 +200,47 @@ impl Attention {
 
     /// Query projection, heads split and rotated: `[B, n_heads, T, head_dim]`.
     pub fn queries(&self, nq: &Tensor, rope: &Rope, pos: i64) -> Tensor {
-        let (b, t, _) = nq.size3().expect("attention input is [B, T, D]");
-        let q = linear_in(nq, &self.wq, self.compute).view([b, t, self.n_heads, self.head_dim]).transpose(1, 2);
-        rope.apply(&q, pos)
+        rope.apply(&self.heads(nq, &self.wq, self.n_heads), pos)
+    }
+
+    /// `x·wᵀ` split into `n` heads: `[B, n, T, head_dim]`.
+    fn heads(&self, x: &Tensor, w: &Tensor, n: i64) -> Tensor {
+        let (b, t, _) = x.size3().expect("attention input is [B, T, D]");
+        linear_in(x, w, self.compute).view([b, t, n, self.head_dim]).transpose(1, 2)
+    }
+
+    /// Key/value heads repeated to the query heads (GQA), for the written-out attention.
+    fn repeat_kv(&self, x: &Tensor) -> Tensor {
+        x.repeat_interleave_self_int(self.n_heads / self.n_kv, 1, None)
+    }
+
+    /// Written-out attention probabilities of queries `q` (at positions `q_pos..`) over keys `k`
+    /// (at `0..`), both `[B, heads, T, head_dim]`, with the optional relative-offset table and the
+    /// mask; scores and softmax run in at least fp32.
+    fn probs(&self, q: &Tensor, k: &Tensor, mask: AttnMask, q_pos: i64, rel: Option<&Tensor>) -> Tensor {
+        let kind = at_least_f32(q.kind());
+        let k = self.repeat_kv(k);
+        let scores = q.matmul(&k.transpose(-2, -1)).to_kind(kind) / (self.head_dim as f64).sqrt();
+        let bias = score_bias(rel, mask, q_pos, q.size()[2], k.size()[2], q.device());
+        (scores + bias).softmax(-1, kind)
     }
 
     /// Attention probabilities `[B, n_heads, T, T]` (fp32) of `nq` over `nkv` from position 0, with
     /// an optional relative-offset bias table (see [`offset_bias`]), for analysis (which offsets a
     /// head reads); the forward pass never materialises them.
     pub fn weights(&self, nq: &Tensor, nkv: &Tensor, mask: AttnMask, rope: &Rope, rel: Option<&Tensor>) -> Tensor {
-        let (b, t, _) = nkv.size3().expect("attention input is [B, T, D]");
         let q = self.queries(nq, rope, 0).to_kind(Kind::Float);
-        let k = linear_in(nkv, &self.wk, self.compute).view([b, t, self.n_kv, self.head_dim]).transpose(1, 2);
-        let k = rope.apply(&k, 0).to_kind(Kind::Float).repeat_interleave_self_int(self.n_heads / self.n_kv, 1, None);
-        let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt();
-        (scores + score_bias(rel, mask, 0, q.size()[2], t, q.device())).softmax(-1, Kind::Float)
+        let k = rope.apply(&self.heads(nkv, &self.wk, self.n_kv), 0).to_kind(Kind::Float);
+        self.probs(&q, &k, mask, 0, rel)
     }
 
     /// Attention of `nq` (queries) over `nkv` (keys/values), both already normalised; positions start
     /// at `pos`. With a cache, the new keys/values are appended and attention covers the whole cache.
-    pub fn forward(
-        &self,
-        nq: &Tensor,
-        nkv: &Tensor,
-        mask: AttnMask,
-        rope: &Rope,
-        pos: i64,
-        cache: Option<&mut LayerCache>,
-    ) -> Tensor {
-        self.forward_rel(nq, nkv, mask, rope, pos, cache, None)
-    }
-
-    /// [`Attention::forward`] with an optional learned relative-offset bias table `rel`
-    /// (`[n_heads, 2·max_len − 1]`, see [`offset_bias`]) added to the scores. With a bias the
-    /// attention is written out (scores, softmax, values) so that the table receives its gradient.
+    /// An optional learned relative-offset bias table `rel` (`[n_heads, 2·max_len − 1]`, see
+    /// [`offset_bias`]) is added to the scores; the attention is then written out (scores, softmax,
+    /// values) so that the table receives its gradient.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_rel(
+    pub fn forward(
         &self,
         nq: &Tensor,
         nkv: &Tensor,
@@ -241,11 +251,9 @@ impl Attention {
         rel: Option<&Tensor>,
     ) -> Tensor {
         let (b, tq, d) = nq.size3().expect("attention input is [B, T, D]");
-        let tk = nkv.size()[1];
         let q = self.queries(nq, rope, pos);
-        let k = linear_in(nkv, &self.wk, self.compute).view([b, tk, self.n_kv, self.head_dim]).transpose(1, 2);
-        let v = linear_in(nkv, &self.wv, self.compute).view([b, tk, self.n_kv, self.head_dim]).transpose(1, 2);
-        let k = rope.apply(&k, pos);
+        let k = rope.apply(&self.heads(nkv, &self.wk, self.n_kv), pos);
+        let v = self.heads(nkv, &self.wv, self.n_kv);
         let (k, v, past) = match cache {
             Some(c) => {
                 let past = c.len();
@@ -256,12 +264,7 @@ impl Attention {
         };
         let gqa = self.n_kv != self.n_heads;
         if rel.is_some() {
-            let rep = self.n_heads / self.n_kv;
-            let (k, v) = (k.repeat_interleave_self_int(rep, 1, None), v.repeat_interleave_self_int(rep, 1, None));
-            let kind = at_least_f32(q.kind());
-            let scores = q.matmul(&k.transpose(-2, -1)).to_kind(kind) / (self.head_dim as f64).sqrt();
-            let bias = score_bias(rel, mask, past, tq, k.size()[2], q.device());
-            let y = (scores + bias).softmax(-1, kind).to_kind(v.kind()).matmul(&v);
+            let y = self.probs(&q, &k, mask, past, rel).to_kind(v.kind()).matmul(&self.repeat_kv(&v));
             return linear_in(&y.transpose(1, 2).reshape([b, tq, d]), &self.wo, self.compute);
         }
         let y = match mask {
@@ -276,9 +279,7 @@ impl Attention {
             }
             AttnMask::Causal => {
                 // Chunk after a non-empty cache: query i (position past+i) sees keys 0..=past+i.
-                let tk = k.size()[2];
-                let qi = Tensor::arange(tq, (Kind::Int64, q.device())).unsqueeze(1) + past;
-                let kj = Tensor::arange(tk, (Kind::Int64, q.device())).unsqueeze(0);
+                let (qi, kj) = position_grid(past, tq, k.size()[2], q.device());
                 let allowed = kj.le_tensor(&qi);
                 Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&allowed), 0.0, false, None, gqa)
             }
@@ -381,7 +382,7 @@ impl Block {
     ) -> Tensor {
         let nq = self.attn_norm.forward(xq);
         let nkv = self.kv_states(xq, &nq, kv);
-        let h = xq + self.attn.forward_rel(&nq, &nkv, mask, rope, pos, cache, rel);
+        let h = xq + self.attn.forward(&nq, &nkv, mask, rope, pos, cache, rel);
         let out = self.mlp.forward(&self.mlp_norm.forward(&h));
         h + out
     }
@@ -429,7 +430,7 @@ mod tests {
                 .transpose(1, 2)
                 .repeat_interleave_self_int(2, 1, None);
             let y = linear_in(&w.matmul(&v).transpose(1, 2).reshape([2, 7, 32]), &attn.wo, Kind::Float);
-            let want = attn.forward(&nq, &nkv, mask, &rope, 0, None);
+            let want = attn.forward(&nq, &nkv, mask, &rope, 0, None, None);
             assert!((y - want).abs().max().double_value(&[]) < 1e-5);
         }
         // A zero table is plain attention; with a table, `weights` and the forward pass agree, and
@@ -437,8 +438,8 @@ mod tests {
         let zero = Tensor::zeros([4, 31], (Kind::Float, Device::Cpu));
         let rel = Tensor::randn([4, 31], (Kind::Float, Device::Cpu));
         for mask in [AttnMask::Causal, AttnMask::Bidirectional] {
-            let plain = attn.forward(&nq, &nkv, mask, &rope, 0, None);
-            let zeroed = attn.forward_rel(&nq, &nkv, mask, &rope, 0, None, Some(&zero));
+            let plain = attn.forward(&nq, &nkv, mask, &rope, 0, None, None);
+            let zeroed = attn.forward(&nq, &nkv, mask, &rope, 0, None, Some(&zero));
             assert!((zeroed - &plain).abs().max().double_value(&[]) < 1e-5);
             let w = attn.weights(&nq, &nkv, mask, &rope, Some(&rel));
             let v = linear_in(&nkv, &attn.wv, Kind::Float)
@@ -446,14 +447,14 @@ mod tests {
                 .transpose(1, 2)
                 .repeat_interleave_self_int(2, 1, None);
             let y = linear_in(&w.matmul(&v).transpose(1, 2).reshape([2, 7, 32]), &attn.wo, Kind::Float);
-            let got = attn.forward_rel(&nq, &nkv, mask, &rope, 0, None, Some(&rel));
+            let got = attn.forward(&nq, &nkv, mask, &rope, 0, None, Some(&rel));
             assert!((y - &got).abs().max().double_value(&[]) < 1e-5);
             if matches!(mask, AttnMask::Causal) {
                 let mut cache = LayerCache::new(2, 2, 7, 8, Kind::Float, Device::Cpu);
                 let steps: Vec<Tensor> = (0..7)
                     .map(|i| {
                         let (q1, kv1) = (nq.narrow(1, i, 1), nkv.narrow(1, i, 1));
-                        attn.forward_rel(&q1, &kv1, mask, &rope, i, Some(&mut cache), Some(&rel))
+                        attn.forward(&q1, &kv1, mask, &rope, i, Some(&mut cache), Some(&rel))
                     })
                     .collect();
                 assert!((Tensor::cat(&steps, 1) - &got).abs().max().double_value(&[]) < 1e-5);
@@ -467,7 +468,7 @@ mod tests {
         let weights = Tensor::randn([2, 7, 32], (Kind::Double, Device::Cpu));
         let rel64 = (rel.to_kind(Kind::Double)).set_requires_grad(true);
         let loss = |r: &Tensor| {
-            (a64.forward_rel(&q64, &kv64, AttnMask::Causal, &rope, 0, None, Some(r)) * &weights).sum(Kind::Double)
+            (a64.forward(&q64, &kv64, AttnMask::Causal, &rope, 0, None, Some(r)) * &weights).sum(Kind::Double)
         };
         loss(&rel64).backward();
         let grad = rel64.grad();
