@@ -2,7 +2,7 @@
 # Runs every benchmark of BENCHMARKS.md in one go, freet and the PyTorch reference side by side on
 # this machine, then regenerates BENCHMARKS.md from the records.
 #
-#   bash bench/run.sh            # everything (~40 min on 2 CPU cores); run it on an idle machine
+#   bash bench/run.sh            # everything (~45 min on 2 CPU cores); run it on an idle machine
 #   bash bench/run.sh --quick    # s1 only, 3 measured steps, no curves: a smoke test (~3 min)
 #   DEVICE=cuda bash bench/run.sh   # the freet side on a GPU (the PyTorch side stays on the CPU)
 #
@@ -27,7 +27,8 @@ torch() { $PY bench/reference.py --json "$OUT" "$@" | grep -v '^#' | tail -n 1 |
 if [[ $QUICK == 1 ]]; then
   SIZES=(s1); STEPS=(--steps 3 --warmup 1); GEN=(--new-tokens 16)
 else
-  SIZES=(s1 s2 s3); STEPS=(); GEN=()
+  # Generation: medians over 5 timed generations on both sides (batch-1 decoding is short and noisy).
+  SIZES=(s1 s2 s3); STEPS=(); GEN=(--steps 5)
 fi
 
 for size in "${SIZES[@]}"; do
@@ -46,6 +47,8 @@ for size in "${SIZES[@]}"; do
     # The paper's regime: the mapper is cheap at small H, so the overhead should approach 1/L.
     freet --size "$size" --variant ft --precision fp32 --mode train --bits 8 "${STEPS[@]}"
     freet --size "$size" --variant ft --precision bf16 --mode train --bits 8 "${STEPS[@]}"
+    # E updated by dense AdamW (every row every step) beside the sizes file's lazy AdamW.
+    freet --size "$size" --variant ft --precision fp32 --mode train --table-optimizer dense "${STEPS[@]}"
   fi
 done
 

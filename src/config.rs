@@ -49,6 +49,16 @@ pub enum TableOptimizer {
     Lazy,
 }
 
+impl TableOptimizer {
+    /// "dense" or "lazy", as in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableOptimizer::Dense => "dense",
+            TableOptimizer::Lazy => "lazy",
+        }
+    }
+}
+
 /// What to do when the loss or gradient is NaN/inf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

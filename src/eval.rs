@@ -200,7 +200,7 @@ pub fn evaluate(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], prior_sample
 /// [`evaluate`] with every option, including the importance-weighted bound.
 pub fn evaluate_with(model: &FreeTransformer, batches: &[Vec<Vec<u32>>], opts: &EvalOptions) -> EvalReport {
     let (prior_samples, seed) = (opts.prior_samples, opts.seed);
-    tch::no_grad(|| {
+    crate::model::with_weight_cache(|| {
         let mut iwae_sum = 0.0;
         let mut tokens = 0u64;
         let (mut ce_sum, mut post_sum, mut prior_sum, mut kl_sum, mut above_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);

@@ -121,7 +121,7 @@ pub fn generate_batch(
     let (n, p_len) = (prompts.len(), prompts[0].len() as i64);
     let inputs = (p_len + opts.max_new_tokens as i64 - 1).max(p_len);
     let pinned = pinned_codes(model, source, n, inputs)?;
-    Ok(tch::no_grad(|| decode(model, prompts, opts, pinned.as_ref(), inputs)))
+    Ok(crate::model::with_weight_cache(|| decode(model, prompts, opts, pinned.as_ref(), inputs)))
 }
 
 /// Checks a request before any tensor work: at least one prompt, equal non-empty prompts inside the

@@ -2,8 +2,8 @@
 //! timing training steps (forward / backward / optimizer) or KV-cache generation.
 
 use super::sizes::{LatentSpec, Size, SizesFile, TrainSpec};
-use super::{BenchOptions, Mode, Record, Variant};
-use crate::config::TrainConfig;
+use super::{BenchOptions, MemoryParts, Mode, Record, Variant};
+use crate::config::{TableOptimizer, TrainConfig};
 use crate::generate::{GenerationZ, SampleOptions, generate_batch};
 use crate::model::config::{ModelConfig, Precision};
 use crate::model::{FreeTransformer, Pass, ZSource};
@@ -126,7 +126,11 @@ fn bench_train(
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
-    let tc = train_config(&sizes.train, batch)?;
+    let mut tc = train_config(&sizes.train, batch)?;
+    if o.variant == Variant::Ft {
+        tc.post_sampler_optimizer = o.table_optimizer.unwrap_or(sizes.train.ft_table_optimizer);
+        rec.table_optimizer = Some(tc.post_sampler_optimizer.name().into());
+    }
     let mut opt = AdamW::new(model.var_store(), &tc);
     tch::manual_seed(1234);
     let data =
@@ -169,9 +173,40 @@ fn bench_train(
     rec.train_flops = Some(super::flops::train_flops(size, batch, rec.bits).total());
     rec.loss_first_last = Some([losses[0], *losses.last().expect("at least one step")]);
     if let (Some(lat), Variant::Ft) = (model.latent(), o.variant) {
-        rec.mapper_ms_median = Some(time_mapper(lat, (batch * size.seq_len) as i64, size.d_model as i64, o.device));
+        let n = (batch * size.seq_len) as i64;
+        rec.mapper_ms_median = Some(time_mapper(lat, n, size.d_model as i64, o.device));
+        rec.memory_parts = Some(memory_parts(model, lat, tc.post_sampler_optimizer, n, size));
     }
     Ok(())
+}
+
+/// The memory a Free Transformer step holds beyond the baseline's, by part (see [`MemoryParts`]).
+fn memory_parts(
+    model: &FreeTransformer,
+    lat: &crate::model::LatentModule,
+    table_opt: TableOptimizer,
+    n: i64,
+    size: &Size,
+) -> MemoryParts {
+    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+    let e = lat.post_sampler.numel() as f64 * 4.0;
+    let rows = lat.post_sampler.size()[0] as f64;
+    let encoder: usize = model
+        .var_store()
+        .variables()
+        .iter()
+        .filter(|(name, _)| name.starts_with("model.latent.") && !name.ends_with("post_sampler.weight"))
+        .map(|(_, t)| t.numel())
+        .sum();
+    let (d, f, h) = (size.d_model as f64, size.ffn_hidden as f64, lat.mapper.bits() as f64);
+    MemoryParts {
+        table: mib(e),
+        table_grad: mib(e),
+        table_state: mib(2.0 * e + if table_opt == TableOptimizer::Lazy { 8.0 * rows } else { 0.0 }),
+        encoder_params: mib(16.0 * encoder as f64),
+        activations: mib(4.0 * n as f64 * (13.0 * d + 4.0 * f + 2.0 * d + h + 4.0 * d)),
+        mapper_scratch: mib(lat.mapper.scratch_bytes(n) as f64),
+    }
 }
 
 /// The fused Eq. 8 backward alone on `n` tokens of width `d` (median of 3 after one warm-up).
@@ -206,19 +241,27 @@ fn bench_generate(model: &FreeTransformer, sizes: &SizesFile, o: &BenchOptions, 
     // As in bench/reference.py: the prefill draws one token, then `new_tokens` single-token steps.
     let mut opts =
         SampleOptions { max_new_tokens: new_tokens + 1, temperature: 1.0, top_k: None, top_p: None, seed: 7 };
-    // Warm-up, then the measured run.
+    // Warm-up, then `--steps` timed generations (default 1, as bench/reference.py); prefill and
+    // decode times are medians over them.
     let warm = SampleOptions { max_new_tokens: 4.min(new_tokens), ..opts.clone() };
     generate_batch(model, &prompts, &warm, GenerationZ::Fresh)?;
-    opts.seed = 8;
-    let g = generate_batch(model, &prompts, &opts, GenerationZ::Fresh)?;
-    sync(o.device);
+    let repeats = o.steps.unwrap_or(1).max(1);
+    let (mut prefill, mut decode) = (vec![], vec![]);
+    for r in 0..repeats {
+        opts.seed = 8 + r as u64;
+        let g = generate_batch(model, &prompts, &opts, GenerationZ::Fresh)?;
+        sync(o.device);
+        prefill.push(g.timing.prefill_s);
+        decode.push(g.timing.decode_s);
+    }
+    let decode_s = median(&decode);
     rec.batch = batch;
     rec.new_tokens = Some(new_tokens);
-    rec.prefill_ms = Some(g.timing.prefill_s * 1e3);
+    rec.prefill_ms = Some(median(&prefill) * 1e3);
     rec.seq_len = sizes.generate.prompt_len;
-    rec.steps = 1;
-    rec.decode_tokens_per_s = Some((batch * new_tokens) as f64 / g.timing.decode_s.max(1e-9));
+    rec.steps = repeats;
+    rec.decode_tokens_per_s = Some((batch * new_tokens) as f64 / decode_s.max(1e-9));
     rec.tokens_per_s = rec.decode_tokens_per_s;
-    rec.step_ms_median = Some(1e3 * g.timing.decode_s / new_tokens as f64);
+    rec.step_ms_median = Some(1e3 * decode_s / new_tokens as f64);
     Ok(())
 }

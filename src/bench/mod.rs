@@ -82,6 +82,8 @@ pub struct BenchOptions {
     pub new_tokens: Option<usize>,
     /// H override for the Free Transformer variants.
     pub bits: Option<usize>,
+    /// How the `ft` variant updates E (None: the sizes file's `ft_table_optimizer`).
+    pub table_optimizer: Option<crate::config::TableOptimizer>,
     /// Where to run.
     pub device: Device,
 }
@@ -144,6 +146,12 @@ pub struct Record {
     /// Generation: tokens decoded per sequence.
     #[serde(default)]
     pub new_tokens: Option<usize>,
+    /// freet only, training: how AdamW updated E ("dense" or "lazy").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_optimizer: Option<String>,
+    /// freet only, training: the Free Transformer's accounted memory, MiB (see [`MemoryParts`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_parts: Option<MemoryParts>,
     /// freet only: H of the Free Transformer variants.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bits: Option<usize>,
@@ -159,6 +167,33 @@ pub struct Record {
     /// freet only, training: FLOPs of one step by the FLOP model (`flops::train_flops`), for MFU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_flops: Option<f64>,
+}
+
+/// What a Free Transformer training step must hold beyond the baseline's, MiB, for `bench`'s
+/// memory target (measured FT peak RSS − baseline peak RSS against [`MemoryParts::total`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryParts {
+    /// The post-sampler table E `[2^H, D]`.
+    pub table: f64,
+    /// E's gradient (dense: the gather's backward writes a full table).
+    pub table_grad: f64,
+    /// E's AdamW moments, plus the per-row step counts when lazy.
+    pub table_state: f64,
+    /// The encoder's parameters with their gradients and AdamW moments.
+    pub encoder_params: f64,
+    /// Activations kept for the backward, fp32: the encoder block (13·D + 4·F floats per token:
+    /// norms, Q/K/V, RoPE, attention, output, SwiGLU), its readout (2·D + H), and on the decoder
+    /// side R, the injection block's second norm and the cut's gradients (4·D).
+    pub activations: f64,
+    /// The fused Eq. 8 backward's scratch ([`crate::model::mapper::BinaryMapper::scratch_bytes`]).
+    pub mapper_scratch: f64,
+}
+
+impl MemoryParts {
+    /// Sum of the parts, MiB.
+    pub fn total(&self) -> f64 {
+        self.table + self.table_grad + self.table_state + self.encoder_params + self.activations + self.mapper_scratch
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +231,7 @@ mod tests {
                 batch: None,
                 new_tokens: None,
                 bits: Some(6),
+                table_optimizer: None,
                 device: Device::Cpu,
             };
             let r = run(&f, &o).unwrap();
@@ -204,6 +240,13 @@ mod tests {
             let [a, b] = r.loss_first_last.unwrap();
             assert!(a.is_finite() && b.is_finite());
             assert_eq!(r.mapper_ms_median.is_some(), variant == Variant::Ft);
+            assert_eq!(r.table_optimizer.as_deref(), (variant == Variant::Ft).then_some("lazy"));
+            if let Some(m) = r.memory_parts {
+                // E is [2^6, 32] fp32 = 8 KiB; its moments twice that plus 8 bytes per row.
+                assert!((m.table * 1024.0 * 1024.0 - 8192.0).abs() < 1e-6);
+                assert!((m.table_state * 1024.0 * 1024.0 - (16384.0 + 512.0)).abs() < 1e-6);
+                assert!(m.total() > m.table + m.table_grad + m.table_state && m.mapper_scratch > 0.0);
+            }
             let g = run(&f, &BenchOptions { mode: Mode::Generate, new_tokens: Some(5), batch: Some(3), ..o }).unwrap();
             assert_eq!((g.batch, g.new_tokens), (3, Some(5)));
             assert!(g.decode_tokens_per_s.unwrap() > 0.0);

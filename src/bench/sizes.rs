@@ -68,6 +68,9 @@ pub struct TrainSpec {
     pub weight_decay: f64,
     /// Gradient-norm clip.
     pub grad_clip: f64,
+    /// How the `ft` variant's AdamW updates E ("dense" or "lazy"); `ft-dense` is always dense.
+    #[serde(default)]
+    pub ft_table_optimizer: crate::config::TableOptimizer,
 }
 
 /// Generation settings.

@@ -2,6 +2,8 @@
 //! the generalised block of spec §2.1 (separate query and key/value sources, additive K/V term).
 
 use crate::model::config::ModelConfig;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use tch::nn::{Init, Path};
 use tch::{Device, Kind, Tensor};
 
@@ -10,13 +12,69 @@ pub fn linear_weight(p: &Path, name: &str, out_dim: usize, in_dim: usize, std: f
     (p / name).var("weight", &[out_dim as i64, in_dim as i64], Init::Randn { mean: 0.0, stdev: std })
 }
 
+/// `x` in the compute kind: cast for bf16, as it is for fp32 (an f64 model stays f64).
+fn to_compute(x: &Tensor, kind: Kind) -> Tensor {
+    if kind == Kind::Float || x.kind() == kind { x.shallow_clone() } else { x.to_kind(kind) }
+}
+
 /// `x·Wᵀ` computed in `kind`: for bf16 the input and the fp32 master weight are cast at use, so
 /// gradients flow back to the fp32 weight; for fp32 nothing is cast (an f64 model stays f64).
+/// Inside [`with_weight_cache`] the cast weight is made once per scope.
 pub fn linear_in(x: &Tensor, w: &Tensor, kind: Kind) -> Tensor {
     if kind == Kind::Float {
         return x.linear::<Tensor>(w, None);
     }
-    x.to_kind(kind).linear::<Tensor>(&w.to_kind(kind), None)
+    x.to_kind(kind).linear::<Tensor>(&weight_in(&[w], kind), None)
+}
+
+/// Prepared weights by (master weights' storage addresses, kind).
+type WeightMap = HashMap<(Vec<usize>, Kind), Tensor>;
+
+thread_local! {
+    /// Weights prepared for inference (cast and/or concatenated), keyed by the master weights'
+    /// storage addresses and the kind; `Some` only inside [`with_weight_cache`].
+    static WEIGHT_CACHE: RefCell<Option<WeightMap>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` without gradient tracking, with every weight's compute-kind cast (and the fused
+/// projections of the decoding path: Q/K/V as one product, gate/up as one) made once for the whole
+/// scope instead of at each call, as autocast's cast cache does. The weights must not change inside
+/// `f` (generation, evaluation); the cache is dropped when `f` returns or unwinds. Nested scopes
+/// share the outermost cache.
+pub fn with_weight_cache<T>(f: impl FnOnce() -> T) -> T {
+    struct Scope;
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            WEIGHT_CACHE.with(|c| *c.borrow_mut() = None);
+        }
+    }
+    if weight_cache_active() {
+        return tch::no_grad(f);
+    }
+    WEIGHT_CACHE.with(|c| *c.borrow_mut() = Some(HashMap::new()));
+    let _scope = Scope;
+    tch::no_grad(f)
+}
+
+/// True inside [`with_weight_cache`].
+pub fn weight_cache_active() -> bool {
+    WEIGHT_CACHE.with(|c| c.borrow().is_some())
+}
+
+/// The weights `ws` (all `[*, in]`) concatenated along their output dimension and cast to `kind`;
+/// made once per [`with_weight_cache`] scope, at every call outside one.
+fn weight_in(ws: &[&Tensor], kind: Kind) -> Tensor {
+    let make = || {
+        let w = if ws.len() == 1 { ws[0].shallow_clone() } else { Tensor::cat(ws, 0) };
+        to_compute(&w, kind)
+    };
+    WEIGHT_CACHE.with(|c| match c.borrow_mut().as_mut() {
+        None => make(),
+        Some(map) => {
+            let key = (ws.iter().map(|w| w.data_ptr() as usize).collect(), kind);
+            map.entry(key).or_insert_with(make).shallow_clone()
+        }
+    })
 }
 
 /// RMSNorm with a learned gain initialised to 1.
@@ -209,6 +267,30 @@ impl Attention {
         linear_in(x, w, self.compute).view([b, t, n, self.head_dim]).transpose(1, 2)
     }
 
+    /// Q, K and V heads `[B, heads, T, head_dim]`, before RoPE. Inside a [`with_weight_cache`]
+    /// scope K and V are one product with the cached `[Wk; Wv]`, and Q joins them (`[Wq; Wk; Wv]`)
+    /// when queries and keys/values share their source (every block but the injection block and
+    /// the encoder).
+    fn projections(&self, nq: &Tensor, nkv: &Tensor) -> (Tensor, Tensor, Tensor) {
+        if !weight_cache_active() {
+            let q = self.heads(nq, &self.wq, self.n_heads);
+            return (q, self.heads(nkv, &self.wk, self.n_kv), self.heads(nkv, &self.wv, self.n_kv));
+        }
+        let (b, t, _) = nq.size3().expect("attention input is [B, T, D]");
+        let tk = nkv.size()[1];
+        let (dq, dkv) = (self.n_heads * self.head_dim, self.n_kv * self.head_dim);
+        let split = |x: &Tensor, t: i64, n: i64| x.view([b, t, n, self.head_dim]).transpose(1, 2);
+        if nq.data_ptr() == nkv.data_ptr() && nq.size() == nkv.size() {
+            let w = weight_in(&[&self.wq, &self.wk, &self.wv], self.compute);
+            let y = to_compute(nq, self.compute).linear::<Tensor>(&w, None).split_with_sizes([dq, dkv, dkv], -1);
+            return (split(&y[0], t, self.n_heads), split(&y[1], t, self.n_kv), split(&y[2], t, self.n_kv));
+        }
+        let q = self.heads(nq, &self.wq, self.n_heads);
+        let w = weight_in(&[&self.wk, &self.wv], self.compute);
+        let kv = to_compute(nkv, self.compute).linear::<Tensor>(&w, None).split_with_sizes([dkv, dkv], -1);
+        (q, split(&kv[0], tk, self.n_kv), split(&kv[1], tk, self.n_kv))
+    }
+
     /// Key/value heads repeated to the query heads (GQA), for the written-out attention.
     fn repeat_kv(&self, x: &Tensor) -> Tensor {
         x.repeat_interleave_self_int(self.n_heads / self.n_kv, 1, None)
@@ -251,9 +333,8 @@ impl Attention {
         rel: Option<&Tensor>,
     ) -> Tensor {
         let (b, tq, d) = nq.size3().expect("attention input is [B, T, D]");
-        let q = self.queries(nq, rope, pos);
-        let k = rope.apply(&self.heads(nkv, &self.wk, self.n_kv), pos);
-        let v = self.heads(nkv, &self.wv, self.n_kv);
+        let (q, k, v) = self.projections(nq, nkv);
+        let (q, k) = (rope.apply(&q, pos), rope.apply(&k, pos));
         let (k, v, past) = match cache {
             Some(c) => {
                 let past = c.len();
@@ -310,10 +391,16 @@ impl Mlp {
     }
 
     /// Applies the MLP to `u`.
+    /// Inside a [`with_weight_cache`] scope, gate and up are one product with the cached `[Wg; Wu]`.
     pub fn forward(&self, u: &Tensor) -> Tensor {
-        let u = if self.compute == Kind::Float { u.shallow_clone() } else { u.to_kind(self.compute) };
-        let g = linear_in(&u, &self.gate, self.compute).silu();
-        linear_in(&(g * linear_in(&u, &self.up, self.compute)), &self.down, self.compute)
+        let u = to_compute(u, self.compute);
+        let h = if weight_cache_active() {
+            let gu = u.linear::<Tensor>(&weight_in(&[&self.gate, &self.up], self.compute), None).chunk(2, -1);
+            gu[0].silu() * &gu[1]
+        } else {
+            linear_in(&u, &self.gate, self.compute).silu() * linear_in(&u, &self.up, self.compute)
+        };
+        linear_in(&h, &self.down, self.compute)
     }
 }
 
@@ -401,6 +488,63 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Inside `with_weight_cache` a block (fused Q/K/V and gate/up products, cached casts) computes
+    /// what it computes outside, in fp32 and bf16; the scope runs without gradients, ends with the
+    /// call, and a weight changed between two scopes is seen by the second.
+    #[test]
+    fn weight_cache_scope_computes_the_same_block_and_sees_weight_changes() {
+        for precision in ["fp32", "bf16"] {
+            let cfg: ModelConfig = toml::from_str(&format!(
+                "vocab_size = 29\nd_model = 32\nn_layers = 2\nn_heads = 4\nn_kv_heads = 2\nffn_hidden = 64\n\
+                 max_seq_len = 16\nprecision = \"{precision}\""
+            ))
+            .expect("test config parses");
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let block = Block::new(&(vs.root() / "b"), &cfg);
+            let rope = Rope::new(cfg.head_dim(), 16, cfg.rope_theta, Device::Cpu);
+            tch::manual_seed(5);
+            let x = Tensor::randn([2, 7, 32], (Kind::Float, Device::Cpu));
+            let run = || block.forward(&x, KvInput::Same, AttnMask::Causal, &rope, 0, None);
+            let plain = tch::no_grad(run);
+            let cached = with_weight_cache(|| {
+                assert!(weight_cache_active());
+                let y = run();
+                assert!(!y.requires_grad(), "the scope runs without gradients");
+                // Cached decoding inside the scope (the fused path with a KV cache) equals the whole pass.
+                let mut cache = LayerCache::new(2, 2, 7, 8, cfg.precision.kind(), Device::Cpu);
+                let steps: Vec<Tensor> = (0..7)
+                    .map(|i| {
+                        let xi = x.narrow(1, i, 1);
+                        block.forward(&xi, KvInput::Same, AttnMask::Causal, &rope, i, Some(&mut cache))
+                    })
+                    .collect();
+                let tol = if precision == "fp32" { 1e-5 } else { 0.1 };
+                let diff = (Tensor::cat(&steps, 1) - &y).abs().max().double_value(&[]);
+                assert!(diff < tol, "{precision}: cached decoding differs by {diff}");
+                y
+            });
+            assert!(!weight_cache_active(), "the cache ends with the scope");
+            let tol = if precision == "fp32" { 1e-5 } else { 0.05 };
+            let diff = (&cached - &plain).abs().max().double_value(&[]);
+            assert!(diff < tol, "{precision}: the cached scope differs by {diff}");
+            // The injection block's path: queries from x, keys/values from x + r (fused K/V only).
+            let r = Tensor::randn([2, 7, 32], (Kind::Float, Device::Cpu));
+            let inject = || block.forward(&x, KvInput::AddBeforeNorm(&r), AttnMask::Causal, &rope, 0, None);
+            let diff = (with_weight_cache(inject) - tch::no_grad(inject)).abs().max().double_value(&[]);
+            assert!(diff < tol, "{precision}: the cached injection block differs by {diff}");
+            // A weight changed between scopes is seen by the next scope (nothing outlives a scope).
+            tch::no_grad(|| {
+                let _ = block.mlp.up.shallow_clone().g_mul_scalar_(0.0);
+                let _ = block.attn.wv.shallow_clone().g_mul_scalar_(20.0);
+            });
+            let after_plain = tch::no_grad(run);
+            let after_cached = with_weight_cache(run);
+            let moved = (&after_plain - &plain).abs().mean(Kind::Float).double_value(&[]);
+            let stale = (&after_cached - &after_plain).abs().mean(Kind::Float).double_value(&[]);
+            assert!(stale < 0.05 * moved, "{precision}: stale weights after a change ({stale} vs {moved})");
+        }
+    }
 
     /// `weights` are the probabilities the forward pass uses: `o_proj(weights · V)` is its output.
     #[test]

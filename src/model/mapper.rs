@@ -149,6 +149,14 @@ impl BinaryMapper {
 
     /// L, the low bits per tile of the fused backward: the configured tile, else the largest
     /// `2^L ≤ 2^H` whose `[n, 2^L]` fp32 scratch buffer fits in 16 MiB (at least 1 bit).
+    /// Bytes of fp32 scratch the fused Eq. 8 backward allocates for `n` tokens: the factors
+    /// `A: [n, 2^L]` and `B: [n, 2^(H−L)]`, the tile buffer `[n, 2^L]`, the per-tile row sums
+    /// `[n, 2^(H−L)]`, the low-bit sums and reduction `[n, 2L + 1]` and the result `[n, H]`.
+    pub fn scratch_bytes(&self, n: i64) -> i64 {
+        let low = self.tile_bits(n);
+        4 * n * (2 * (1 << low) + 2 * (1 << (self.bits - low)) + 2 * low + 1 + self.bits)
+    }
+
     fn tile_bits(&self, n: i64) -> i64 {
         if self.tile > 0 {
             return self.tile.trailing_zeros() as i64;

@@ -10,4 +10,5 @@ pub mod mapper;
 pub mod transformer;
 
 pub use config::ModelConfig;
+pub use layers::with_weight_cache;
 pub use transformer::*;

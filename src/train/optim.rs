@@ -113,9 +113,10 @@ impl AdamW {
                 .iter()
                 .map(|s| s.param.grad())
                 .filter(Tensor::defined)
-                .map(|g| g.to_kind(Kind::Float).square().sum(Kind::Float))
+                .map(|g| g.norm().to_kind(Kind::Float))
                 .collect();
-            if sq.is_empty() { 0.0 } else { Tensor::stack(&sq, 0).sum(Kind::Float).sqrt().double_value(&[]) }
+            // One fused reduction per tensor (no squared copy of E's gradient), then their L2 norm.
+            if sq.is_empty() { 0.0 } else { Tensor::stack(&sq, 0).norm().double_value(&[]) }
         })
     }
 
@@ -151,7 +152,8 @@ impl AdamW {
                 match &mut s.row_steps {
                     None => hp.update(&mut s.param, &mut s.m, &mut s.v, &g, lr, decay, &step_bc),
                     Some(row_steps) => {
-                        let rows = g.abs().sum_dim_intlist(1, false, Kind::Float).nonzero().squeeze_dim(1);
+                        // Per-row L1 norm as one reduction (no |g| copy of the whole table); NaN ≠ 0.
+                        let rows = g.norm_scalaropt_dim(1, [1i64], false).nonzero().squeeze_dim(1);
                         let t_r = row_steps.index_select(0, &rows) + 1.0;
                         let _ = row_steps.index_copy_(0, &rows, &t_r);
                         let mut p = s.param.index_select(0, &rows);

@@ -46,6 +46,10 @@ pub(crate) struct BenchRunArgs {
     /// H for the Free Transformer variants (default: the sizes file's).
     #[arg(long)]
     bits: Option<usize>,
+    /// How the ft variant's AdamW updates E: dense or lazy (default: the sizes file's
+    /// train.ft_table_optimizer).
+    #[arg(long, value_parser = ["dense", "lazy"])]
+    table_optimizer: Option<String>,
     /// A sizes file (default: the bench/sizes.json compiled in).
     #[arg(long)]
     sizes: Option<PathBuf>,
@@ -159,6 +163,10 @@ pub(crate) fn cmd_bench_run(a: BenchRunArgs) -> Result<()> {
         batch: a.batch,
         new_tokens: a.new_tokens,
         bits: a.bits,
+        table_optimizer: a.table_optimizer.as_deref().map(|t| match t {
+            "lazy" => freet::config::TableOptimizer::Lazy,
+            _ => freet::config::TableOptimizer::Dense,
+        }),
         device: a.device.get()?,
     };
     let rec = freet::bench::run(&sizes, &o)?;
