@@ -267,14 +267,15 @@ impl Attention {
         linear_in(x, w, self.compute).view([b, t, n, self.head_dim]).transpose(1, 2)
     }
 
-    /// Q, K and V heads `[B, heads, T, head_dim]`, before RoPE. Inside a [`with_weight_cache`]
+    /// Q, K and V heads `[B, heads, T, head_dim]`, Q and K rotated for positions `pos..`. Inside a [`with_weight_cache`]
     /// scope K and V are one product with the cached `[Wk; Wv]`, and Q joins them (`[Wq; Wk; Wv]`)
     /// when queries and keys/values share their source (every block but the injection block and
     /// the encoder).
-    fn projections(&self, nq: &Tensor, nkv: &Tensor) -> (Tensor, Tensor, Tensor) {
+    fn projections(&self, nq: &Tensor, nkv: &Tensor, rope: &Rope, pos: i64) -> (Tensor, Tensor, Tensor) {
         if !weight_cache_active() {
-            let q = self.heads(nq, &self.wq, self.n_heads);
-            return (q, self.heads(nkv, &self.wk, self.n_kv), self.heads(nkv, &self.wv, self.n_kv));
+            let q = rope.apply(&self.heads(nq, &self.wq, self.n_heads), pos);
+            let k = rope.apply(&self.heads(nkv, &self.wk, self.n_kv), pos);
+            return (q, k, self.heads(nkv, &self.wv, self.n_kv));
         }
         let (b, t, _) = nq.size3().expect("attention input is [B, T, D]");
         let tk = nkv.size()[1];
@@ -282,13 +283,16 @@ impl Attention {
         let split = |x: &Tensor, t: i64, n: i64| x.view([b, t, n, self.head_dim]).transpose(1, 2);
         if nq.data_ptr() == nkv.data_ptr() && nq.size() == nkv.size() {
             let w = weight_in(&[&self.wq, &self.wk, &self.wv], self.compute);
-            let y = to_compute(nq, self.compute).linear::<Tensor>(&w, None).split_with_sizes([dq, dkv, dkv], -1);
-            return (split(&y[0], t, self.n_heads), split(&y[1], t, self.n_kv), split(&y[2], t, self.n_kv));
+            let y = to_compute(nq, self.compute).linear::<Tensor>(&w, None);
+            // Q and K are adjacent in the product: one RoPE over their heads together.
+            let qk = rope.apply(&split(&y.narrow(-1, 0, dq + dkv), t, self.n_heads + self.n_kv), pos);
+            let v = split(&y.narrow(-1, dq + dkv, dkv), t, self.n_kv);
+            return (qk.narrow(1, 0, self.n_heads), qk.narrow(1, self.n_heads, self.n_kv), v);
         }
-        let q = self.heads(nq, &self.wq, self.n_heads);
+        let q = rope.apply(&self.heads(nq, &self.wq, self.n_heads), pos);
         let w = weight_in(&[&self.wk, &self.wv], self.compute);
         let kv = to_compute(nkv, self.compute).linear::<Tensor>(&w, None).split_with_sizes([dkv, dkv], -1);
-        (q, split(&kv[0], tk, self.n_kv), split(&kv[1], tk, self.n_kv))
+        (q, rope.apply(&split(&kv[0], tk, self.n_kv), pos), split(&kv[1], tk, self.n_kv))
     }
 
     /// Key/value heads repeated to the query heads (GQA), for the written-out attention.
@@ -333,8 +337,7 @@ impl Attention {
         rel: Option<&Tensor>,
     ) -> Tensor {
         let (b, tq, d) = nq.size3().expect("attention input is [B, T, D]");
-        let (q, k, v) = self.projections(nq, nkv);
-        let (q, k) = (rope.apply(&q, pos), rope.apply(&k, pos));
+        let (q, k, v) = self.projections(nq, nkv, rope, pos);
         let (k, v, past) = match cache {
             Some(c) => {
                 let past = c.len();
