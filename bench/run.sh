@@ -70,7 +70,7 @@ if [[ $QUICK == 0 ]]; then
   echo "== bf16 vs fp32 loss curves (configs/demo-baseline.toml)"
   for run in "fp32 1" "fp32 2" "bf16 1"; do
     set -- $run
-    dir=bench/runs/$1-seed$2
+    dir=bench/runs/$1-seed$2; mkdir -p bench/runs
     rm -rf "$dir"
     $FREET train --config configs/demo-baseline.toml --set model.precision=$1 --set train.seed=$2 \
       --out "$dir" --quiet --device "$DEVICE" > "$dir.log"

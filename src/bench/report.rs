@@ -180,9 +180,10 @@ fn overhead_section(recs: &[Record], sizes: &SizesFile, targets: &mut Vec<Target
     s += "Predicted = (FT FLOPs − baseline FLOPs) / baseline FLOPs from `freet::bench::train_flops` (encoder \
           block fwd+bwd, the fused Eq. 8 backward over all 2^H codes, the gather). Measured = FT step / \
           baseline step − 1, same precision, same run. `mapper` is the fused Eq. 8 backward timed alone on \
-          the step's shapes.\n\n";
-    s += "| size | precision | H | E optimizer | baseline ms | FT ms | measured | predicted | encoder | mapper | measured / predicted | mapper ms | Δfwd | Δbwd | Δopt |\n";
-    s += "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+          the step's shapes; its GFLOP/s count the `δR·Eᵀ` GEMM's 2·N·2^H·D. `E optimizer`: how AdamW \
+          updated E (lazy: only the rows gathered in the step).\n\n";
+    s += "| size | precision | H | E optimizer | baseline ms | FT ms | measured | predicted | encoder | mapper | measured / predicted | mapper ms | mapper GFLOP/s | Δfwd | Δbwd | Δopt |\n";
+    s += "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for (name, size) in &sizes.sizes {
         let default_opt = sizes.train.ft_table_optimizer.name();
         let runs = ft_runs(recs, name, sizes.latent.bits);
@@ -200,7 +201,7 @@ fn overhead_section(recs: &[Record], sizes: &SizesFile, targets: &mut Vec<Target
             let d = |a: Option<f64>, b: Option<f64>| fmt_opt(a.zip(b).map(|(a, b)| a - b), 0);
             let _ = writeln!(
                 s,
-                "| {name} | {prec} | {bits} | {} | {bs:.0} | {fs:.0} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.2} | {} | {} | {} | {} |",
+                "| {name} | {prec} | {bits} | {} | {bs:.0} | {fs:.0} | {:.1} % | {:.1} % | {:.1} % | {:.1} % | {:.2} | {} | {} | {} | {} | {} |",
                 f.table_optimizer.as_deref().unwrap_or("dense"),
                 100.0 * measured,
                 100.0 * pred,
@@ -208,6 +209,13 @@ fn overhead_section(recs: &[Record], sizes: &SizesFile, targets: &mut Vec<Target
                 100.0 * fl.mapper / fl.decoder,
                 measured / pred,
                 fmt_opt(f.mapper_ms_median, 0),
+                // The δR·Eᵀ GEMM's 2·N·2^H·D FLOPs over the fused backward's time.
+                fmt_opt(
+                    f.mapper_ms_median.map(|ms| {
+                        2.0 * (f.batch * size.seq_len) as f64 * (1u64 << bits) as f64 * size.d_model as f64 / ms / 1e6
+                    }),
+                    0
+                ),
                 d(f.fwd_ms_median, b.fwd_ms_median),
                 d(f.bwd_ms_median, b.bwd_ms_median),
                 d(f.opt_ms_median, b.opt_ms_median),
