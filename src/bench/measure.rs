@@ -195,7 +195,7 @@ fn memory_parts(
         .var_store()
         .variables()
         .iter()
-        .filter(|(name, _)| name.starts_with("model.latent.") && !name.ends_with("post_sampler.weight"))
+        .filter(|(name, _)| crate::train::optim::is_encoder(name))
         .map(|(_, t)| t.numel())
         .sum();
     let (d, f, h) = (size.d_model as f64, size.ffn_hidden as f64, lat.mapper.bits() as f64);

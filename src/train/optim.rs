@@ -43,7 +43,7 @@ pub struct AdamW {
 pub const TABLE: &str = "model.latent.post_sampler.weight";
 
 /// Whether a parameter belongs to the encoder (its block, ζ, norm and readout).
-fn is_encoder(name: &str) -> bool {
+pub fn is_encoder(name: &str) -> bool {
     name.starts_with("model.latent.") && name != TABLE
 }
 
