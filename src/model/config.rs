@@ -43,6 +43,26 @@ pub enum PostSamplerInit {
     Bits,
 }
 
+/// Over what the free-bits threshold κ is granted (spec §3 is token-wise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FreeBits {
+    /// The paper's `(1/T)·Σ_t max(0, KL_t − κ)`: each token gets κ for free (default).
+    #[default]
+    Token,
+    /// `(1/T)·max(0, Σ_t KL_t − κ·T)` per sequence: the same κ·T budget, spent on any tokens. A
+    /// deviation from the paper, for probes: token-wise free bits make restating a fact at every
+    /// token free, which the i.i.d. prior cannot reproduce (docs/results/figure4-probes §12).
+    Sequence,
+}
+
+impl FreeBits {
+    /// True for the paper's token-wise form (the default, not serialised).
+    pub fn is_token(&self) -> bool {
+        *self == FreeBits::Token
+    }
+}
+
 /// Arithmetic precision of the matrix products (spec: the Binary Mapper always runs in fp32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -134,6 +154,9 @@ pub struct LatentConfig {
     /// Free-bits threshold κ per token, in bits (required when enabled).
     #[serde(default)]
     pub kappa_bits: Option<KappaBits>,
+    /// Whether κ is granted per token (the paper) or as a per-sequence budget κ·T (a probe).
+    #[serde(default, skip_serializing_if = "FreeBits::is_token")]
+    pub free_bits: FreeBits,
     /// Std σ of the post-sampler table E init (unset: 1 for `bits`, the spec's 0.02 for
     /// `gaussian`); read it through [`LatentConfig::init_std`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,6 +220,7 @@ impl Default for LatentConfig {
             bits: default_bits(),
             inject_after: None,
             kappa_bits: None,
+            free_bits: FreeBits::Token,
             post_sampler_init_std: None,
             post_sampler_init: PostSamplerInit::default(),
             post_sampler_init_noise: 0.0,
@@ -448,6 +472,20 @@ mod tests {
         // An unset σ round-trips as unset (a saved config keeps meaning "the init's default").
         let again: LatentConfig = toml::from_str(&toml::to_string(&d).unwrap()).unwrap();
         assert_eq!(again, d);
+    }
+
+    #[test]
+    fn free_bits_default_to_the_papers_token_form_and_are_serialised_only_when_changed() {
+        let parse = |extra: &str| -> LatentConfig { toml::from_str(&format!("kappa_bits = 1\n{extra}")).unwrap() };
+        let d = parse("");
+        assert_eq!(d.free_bits, FreeBits::Token);
+        // Configs saved before the option existed serialise (and so hash for --reuse) as before.
+        assert!(!toml::to_string(&d).unwrap().contains("free_bits"));
+        let seq = parse("free_bits = \"sequence\"");
+        assert_eq!(seq.free_bits, FreeBits::Sequence);
+        let again: LatentConfig = toml::from_str(&toml::to_string(&seq).unwrap()).unwrap();
+        assert_eq!(again, seq);
+        assert!(toml::from_str::<LatentConfig>("kappa_bits = 1\nfree_bits = \"batch\"").is_err());
     }
 
     #[test]

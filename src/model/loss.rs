@@ -1,6 +1,8 @@
 //! The conditional-VAE loss (spec §3): cross-entropy plus the token-wise free-bits KL,
 //! `CE + (1/T)·Σ_t max(0, KL_t − κ)`, with `KL_t` in closed form from the bit logits. All in nats.
+//! The per-sequence form `(1/T)·max(0, Σ_t KL_t − κ·T)` is a labelled probe (`FreeBits::Sequence`).
 
+use super::config::FreeBits;
 use std::f64::consts::LN_2;
 use tch::{Kind, Reduction, Tensor};
 
@@ -18,6 +20,14 @@ pub fn kl_per_token(o: &Tensor) -> Tensor {
 /// `(1/N)·Σ_t max(0, KL_t − κ)` over all tokens: the hinge is applied per token, then averaged.
 pub fn free_bits(kl_tok: &Tensor, kappa_nats: f64) -> Tensor {
     (kl_tok - kappa_nats).relu().mean(Kind::Float)
+}
+
+/// `(1/(B·T))·Σ_b max(0, Σ_t KL_bt − κ·T)` for `kl_tok: [B, T]`: one hinge per sequence on its
+/// whole KL, so the κ·T budget may sit on any tokens. Equals [`free_bits`] when every token is
+/// above κ, and is never larger.
+pub fn free_bits_sequence(kl_tok: &Tensor, kappa_nats: f64) -> Tensor {
+    let (b, t) = kl_tok.size2().expect("KL per token is [B, T]");
+    (kl_tok.sum_dim_intlist(1, false, Kind::Float) - kappa_nats * t as f64).relu().sum(Kind::Float) / (b * t) as f64
 }
 
 /// Per-token negative log-likelihood `−ln softmax(logits)[target]`: `[B, T, V]`, `[B, T]` → `[B, T]`.
@@ -52,12 +62,22 @@ pub struct Loss {
 }
 
 impl Loss {
-    /// CE against `targets`, plus the free-bits term at `kappa_nats` when bit logits are given.
-    pub fn new(logits: &Tensor, targets: &Tensor, bit_logits: Option<&Tensor>, kappa_nats: f64) -> Self {
+    /// CE against `targets`, plus the free-bits term at `kappa_nats` (granted per token or per
+    /// sequence, as `scope` says) when bit logits are given.
+    pub fn new(
+        logits: &Tensor,
+        targets: &Tensor,
+        bit_logits: Option<&Tensor>,
+        kappa_nats: f64,
+        scope: FreeBits,
+    ) -> Self {
         let ce = cross_entropy(logits, targets);
         let kl_bits = bit_logits.map(kl_per_bit);
         let kl_tok = kl_bits.as_ref().map(|k| k.sum_dim_intlist(-1, false, Kind::Float));
-        let fb = kl_tok.as_ref().map(|k| free_bits(k, kappa_nats));
+        let fb = kl_tok.as_ref().map(|k| match scope {
+            FreeBits::Token => free_bits(k, kappa_nats),
+            FreeBits::Sequence => free_bits_sequence(k, kappa_nats),
+        });
         Loss { ce, fb, kl_tok, kl_bits, kappa_nats }
     }
 
@@ -175,11 +195,44 @@ mod tests {
     }
 
     #[test]
+    fn sequence_hinge_pools_the_budget_over_tokens() {
+        // B = 2, T = 2, κ = 1 nat. Row 0: KL = (2κ, 0) sums to the budget 2κ → 0 (token-wise: κ/2
+        // per token). Row 1: (3κ, 2κ) is 3κ over budget → 3κ/(B·T). Gradient 1/(B·T) on row 1 only.
+        let kappa = 1.0;
+        let k = Tensor::from_slice(&[2.0f64, 0.0, 3.0, 2.0]).view([2, 2]).set_requires_grad(true);
+        let fb = free_bits_sequence(&k, kappa);
+        assert!((fb.double_value(&[]) - 3.0 / 4.0).abs() < 1e-12);
+        let g = Tensor::run_backward(&[&fb], &[&k], false, false);
+        let g: Vec<f64> = Vec::try_from(g[0].reshape([-1])).unwrap();
+        assert_eq!(g, vec![0.0, 0.0, 0.25, 0.25]);
+        // With every token above κ both forms agree; otherwise the pooled one is never larger.
+        let all_above = Tensor::from_slice(&[1.5f64, 2.0, 4.0, 1.2]).view([2, 2]);
+        let (tok, seq) = (free_bits(&all_above, kappa), free_bits_sequence(&all_above, kappa));
+        assert!((tok.double_value(&[]) - seq.double_value(&[])).abs() < 1e-12);
+        let mixed = k.detach();
+        assert!(free_bits_sequence(&mixed, kappa).double_value(&[]) <= free_bits(&mixed, kappa).double_value(&[]));
+        // Loss::new picks the form its scope names.
+        let logits = Tensor::zeros([2, 2, 3], (Kind::Float, Device::Cpu));
+        let targets = Tensor::zeros([2, 2], (Kind::Int64, Device::Cpu));
+        let o = Tensor::from_slice(&[4.0f32, -4.0, 0.0, 0.0, 3.0, 3.0, 0.0, 0.0]).view([2, 2, 2]);
+        let nat = 0.5;
+        let (tl, sl) = (
+            Loss::new(&logits, &targets, Some(&o), nat, FreeBits::Token),
+            Loss::new(&logits, &targets, Some(&o), nat, FreeBits::Sequence),
+        );
+        let kt = tl.kl_tok.as_ref().unwrap();
+        let want_seq = free_bits_sequence(kt, nat).double_value(&[]);
+        assert!((sl.fb.as_ref().unwrap().double_value(&[]) - want_seq).abs() < 1e-7);
+        assert!((tl.fb.as_ref().unwrap().double_value(&[]) - free_bits(kt, nat).double_value(&[])).abs() < 1e-7);
+        assert!(want_seq < free_bits(kt, nat).double_value(&[]));
+    }
+
+    #[test]
     fn stats_report_bits_as_nats_over_ln2() {
         let logits = Tensor::zeros([1, 2, 4], (Kind::Float, Device::Cpu));
         let targets = Tensor::from_slice(&[1i64, 2]).view([1, 2]);
         let o = Tensor::from_slice(&[3.0f32, 0.0, -2.0, 1.0]).view([1, 2, 2]);
-        let loss = Loss::new(&logits, &targets, Some(&o), 0.1);
+        let loss = Loss::new(&logits, &targets, Some(&o), 0.1, FreeBits::Token);
         let s = loss.stats();
         assert!((s.ce - 4f64.ln()).abs() < 1e-6);
         assert!((s.kl_bits.unwrap() - s.kl_nats.unwrap() / LN_2).abs() < 1e-12);

@@ -1,7 +1,7 @@
 //! The Free Transformer (and, with the latent disabled, its baseline decoder). `forward_with` is the
 //! paper's Algorithm 2 (corrected: every block runs exactly once).
 
-use crate::model::config::{Injection, LatentConfig, MapperGrad, ModelConfig, PostSamplerInit};
+use crate::model::config::{FreeBits, Injection, LatentConfig, MapperGrad, ModelConfig, PostSamplerInit};
 use crate::model::encoder::Encoder;
 use crate::model::layers::{AttnMask, Block, KvInput, LayerCache, RmsNorm, Rope, linear_in, linear_weight};
 use crate::model::loss::Loss;
@@ -58,6 +58,8 @@ pub struct LatentModule {
     pub mapper: BinaryMapper,
     /// κ in nats.
     pub kappa_nats: f64,
+    /// Whether κ is granted per token (the paper) or per sequence (a probe).
+    pub free_bits: FreeBits,
     /// Optional learned relative-offset bias on the injection block's attention scores,
     /// `[n_heads, 2·max_len − 1]` (`model.latent.inject_self_bias`; a deviation from the paper).
     pub inject_rel_bias: Option<Tensor>,
@@ -215,6 +217,7 @@ impl FreeTransformer {
                 post_sampler: post_sampler_table(&(&lp / "post_sampler"), lat, &mapper, d),
                 mapper,
                 kappa_nats: lat.kappa_bits.expect("validated").nats(),
+                free_bits: lat.free_bits,
                 inject_rel_bias: lat.inject_self_bias.map(|own| {
                     let offsets = 2 * cfg.max_seq_len as i64 - 1;
                     let table = lp.var("inject_rel_bias", &[cfg.n_heads as i64, offsets], Init::Const(0.0));
@@ -353,7 +356,8 @@ impl FreeTransformer {
 
     /// Training loss of a forward pass against `targets`.
     pub fn loss(&self, fwd: &Forward, targets: &Tensor) -> Loss {
-        Loss::new(&fwd.logits, targets, fwd.bit_logits.as_ref(), self.kappa_nats())
+        let scope = self.latent.as_ref().map_or(FreeBits::Token, |l| l.free_bits);
+        Loss::new(&fwd.logits, targets, fwd.bit_logits.as_ref(), self.kappa_nats(), scope)
     }
 
     /// Accumulates `scale · ∂(CE + FB)/∂θ` into the parameter gradients. With the fused mapper:

@@ -10,7 +10,7 @@ use crate::experiments::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel,
 use crate::experiments::harness::{ArmRunner, Finished, quick_overrides};
 use crate::generate::{GenerationZ, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
-use crate::model::config::PostSamplerInit;
+use crate::model::config::{FreeBits, PostSamplerInit};
 use crate::report::bootstrap::PairedDiff;
 use crate::util::rng::Stream;
 use anyhow::{Context, Result, bail};
@@ -432,6 +432,9 @@ pub fn latent_recipe(run: &RunConfig) -> String {
              position (not in the paper; learning rate ×{})",
             t.rel_bias_lr_mult
         );
+    }
+    if lat.free_bits == FreeBits::Sequence {
+        s += ", free bits per sequence: max(0, Σ_t KL_t − κ·T) (not in the paper, which grants κ per token)";
     }
     s
 }
