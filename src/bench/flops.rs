@@ -30,6 +30,11 @@ impl Flops {
     }
 }
 
+/// FLOPs of the Eq. 8 backward's `δR·Eᵀ` GEMM, `2·tokens·2^H·D`: the part that sets its rate.
+pub fn mapper_gemm_flops(tokens: f64, bits: usize, d: f64) -> f64 {
+    2.0 * tokens * (1u64 << bits) as f64 * d
+}
+
 /// The FLOP model of one training step of `batch` sequences of `seq_len` tokens.
 pub fn train_flops(s: &Size, batch: usize, bits: Option<usize>) -> Flops {
     let (d, f, v, t) = (s.d_model as f64, s.ffn_hidden as f64, s.vocab_size as f64, s.seq_len as f64);
@@ -44,7 +49,7 @@ pub fn train_flops(s: &Size, batch: usize, bits: Option<usize>) -> Flops {
     if let Some(h) = bits {
         let (h, c) = (h as f64, (1u64 << h) as f64);
         fl.encoder = 3.0 * tokens * (block_linear + full_attn + 2.0 * d * h);
-        fl.mapper = tokens * (2.0 * c * d + 2.0 * 2.0 * c * h + 5.0 * c);
+        fl.mapper = mapper_gemm_flops(tokens, h as usize, d) + tokens * (2.0 * 2.0 * c * h + 5.0 * c);
         fl.gather = 2.0 * tokens * d;
     }
     fl

@@ -3,7 +3,7 @@
 //! comparison, KV-cache generation, the targets table, and the bf16-vs-fp32 loss-curve section.
 
 use super::Record;
-use super::flops::train_flops;
+use super::flops::{mapper_gemm_flops, train_flops};
 use super::sizes::SizesFile;
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
@@ -209,10 +209,10 @@ fn overhead_section(recs: &[Record], sizes: &SizesFile, targets: &mut Vec<Target
                 100.0 * fl.mapper / fl.decoder,
                 measured / pred,
                 fmt_opt(f.mapper_ms_median, 0),
-                // The δR·Eᵀ GEMM's 2·N·2^H·D FLOPs over the fused backward's time.
+                // The δR·Eᵀ GEMM's FLOPs over the fused backward's time.
                 fmt_opt(
                     f.mapper_ms_median.map(|ms| {
-                        2.0 * (f.batch * size.seq_len) as f64 * (1u64 << bits) as f64 * size.d_model as f64 / ms / 1e6
+                        mapper_gemm_flops((f.batch * size.seq_len) as f64, bits, size.d_model as f64) / ms / 1e6
                     }),
                     0
                 ),

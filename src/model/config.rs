@@ -52,7 +52,7 @@ pub enum FreeBits {
     Token,
     /// `(1/T)·max(0, Σ_t KL_t − κ·T)` per sequence: the same κ·T budget, spent on any tokens. A
     /// deviation from the paper, for probes: token-wise free bits make restating a fact at every
-    /// token free, which the i.i.d. prior cannot reproduce (docs/results/figure4-probes §12).
+    /// token free, which the i.i.d. prior cannot reproduce (docs/results/figure4-probes §13).
     Sequence,
 }
 
