@@ -4,7 +4,7 @@
 pub use crate::data::DataConfig;
 use crate::data::tasks::Task;
 use crate::data::{BpeTokenizer, Dataset, SyntheticTask, TextDataset, Tokenizer};
-use crate::model::config::ModelConfig;
+use crate::model::config::{KappaBits, ModelConfig};
 use crate::util::error::{FieldError, one_line, value_err};
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,17 @@ pub struct TrainConfig {
     /// max_seq_len, κ and E's init settings may differ) and its tokenizer the run's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
+    /// κ (bits per token) of the first `kappa_warm_steps` steps, in place of `model.latent.kappa_bits`:
+    /// a larger budget to find a code that the target κ then compresses (a probe, not in the paper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kappa_warm_bits: Option<KappaBits>,
+    /// Steps trained at `kappa_warm_bits` before κ switches to `model.latent.kappa_bits`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kappa_warm_steps: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn one() -> usize {
@@ -228,7 +239,26 @@ impl TrainConfig {
         if self.eval_batches == 0 {
             return Err(value_err("train.eval_batches", "must be at least 1"));
         }
+        match (self.kappa_warm_bits, self.kappa_warm_steps) {
+            (None, 0) => {}
+            (None, _) => return Err(value_err("train.kappa_warm_steps", "needs train.kappa_warm_bits")),
+            (Some(_), 0) => return Err(value_err("train.kappa_warm_bits", "needs train.kappa_warm_steps ≥ 1")),
+            (Some(k), _) if !(k.0.is_finite() && k.0 >= 0.0) => {
+                return Err(value_err("train.kappa_warm_bits", format!("{} must be ≥ 0", k.0)));
+            }
+            (Some(_), n) if n > self.steps => {
+                return Err(value_err("train.kappa_warm_steps", format!("{n} exceeds train.steps = {}", self.steps)));
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// κ in nats per token at 0-based `step`: `kappa_warm_bits` for the first `kappa_warm_steps`
+    /// steps, then the model's `kappa` (None without a latent).
+    pub fn kappa_nats_at(&self, kappa: Option<KappaBits>, step: u64) -> Option<f64> {
+        let warm = self.kappa_warm_bits.filter(|_| step < self.kappa_warm_steps);
+        kappa.map(|k| warm.unwrap_or(k).nats())
     }
 }
 
@@ -271,6 +301,17 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.model.validate()?;
         self.train.validate()?;
+        if let Some(k) = self.train.kappa_warm_bits {
+            if !self.model.latent.enabled {
+                return Err(value_err("train.kappa_warm_bits", "needs a latent (model.latent.enabled = true)"));
+            }
+            if k.0 > self.model.latent.bits as f64 {
+                return Err(value_err(
+                    "train.kappa_warm_bits",
+                    format!("{} exceeds the H = {} bits a token can carry", k.0, self.model.latent.bits),
+                ));
+            }
+        }
         match &self.data {
             DataConfig::Synthetic => {
                 if self.model.vocab_size != crate::data::Tokenizer::Synthetic.vocab_size() {
@@ -499,6 +540,32 @@ kind = "synthetic"
         // Byte-level runs serialise exactly as before (no tokenizer key).
         let bytes = RunConfig::from_toml_str(&text(""), "test", &["model.vocab_size=256".into()]).unwrap();
         assert!(!toml::to_string(&bytes).unwrap().contains("tokenizer"));
+    }
+
+    #[test]
+    fn kappa_warm_switches_at_its_step_and_is_validated() {
+        let o = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = RunConfig::from_toml_str(BASE, "test", &o(&["train.kappa_warm_bits=1", "train.kappa_warm_steps=4"]))
+            .unwrap();
+        let at = |step| c.train.kappa_nats_at(c.model.latent.kappa_bits, step).unwrap() / std::f64::consts::LN_2;
+        assert_eq!((at(0), at(3), at(4), at(9)), (1.0, 1.0, 0.125, 0.125));
+        assert_eq!(c.train.kappa_nats_at(None, 0), None, "no latent, no κ");
+        // Round trip, and a run without the schedule serialises exactly as before.
+        let back = RunConfig::from_toml_str(&toml::to_string(&c).unwrap(), "round trip", &[]).unwrap();
+        assert_eq!(back, c);
+        let plain = toml::to_string(&RunConfig::from_toml_str(BASE, "test", &[]).unwrap()).unwrap();
+        assert!(!plain.contains("kappa_warm"), "{plain}");
+        for (bad, field) in [
+            (&["train.kappa_warm_bits=1"][..], "train.kappa_warm_bits"),
+            (&["train.kappa_warm_steps=3"][..], "train.kappa_warm_steps"),
+            (&["train.kappa_warm_bits=1", "train.kappa_warm_steps=11"][..], "train.kappa_warm_steps"),
+            (&["train.kappa_warm_bits=-1", "train.kappa_warm_steps=2"][..], "train.kappa_warm_bits"),
+            (&["train.kappa_warm_bits=9", "train.kappa_warm_steps=2"][..], "train.kappa_warm_bits"),
+            (&["train.kappa_warm_bits=1", "train.kappa_warm_steps=2", "model.latent.enabled=false"][..], "latent"),
+        ] {
+            let e = RunConfig::from_toml_str(BASE, "test", &o(bad)).unwrap_err().to_string();
+            assert!(e.contains(field) && !e.contains('\n'), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -95,3 +95,38 @@ fn fresh_run_refuses_to_overwrite_checkpoints() {
     let e = train(&run, &opts(tmp.path())).unwrap_err().to_string();
     assert!(e.contains("--resume"), "{e}");
 }
+
+#[test]
+fn kappa_warm_grants_its_budget_then_switches_to_the_arms_kappa() {
+    // κ = 0 charges the whole KL (free-bits term = mean KL > 0); a warm κ of H = 8 bits per token
+    // grants all of it, so the term is exactly 0 for the warm steps and positive after the switch.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = config(&[
+        "model.latent.kappa_bits=0",
+        "train.kappa_warm_bits=8",
+        "train.kappa_warm_steps=3",
+        "train.steps=5",
+        "train.log_every=1",
+    ]);
+    train(&run, &opts(tmp.path())).unwrap();
+    let fb: Vec<(u64, f64, f64)> = std::fs::read_to_string(tmp.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["free_bits"].as_f64().unwrap(), v["kl_nats"].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(fb.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    for &(step, term, kl) in &fb {
+        assert!(kl > 0.0, "step {step}: KL {kl}");
+        if step <= 3 {
+            assert_eq!(term, 0.0, "step {step}: warm κ = 8 bits must grant the whole KL");
+        } else {
+            assert!(
+                (term - kl).abs() < 1e-6 * kl.max(1.0),
+                "step {step}: at κ = 0 the term is the KL ({term} vs {kl})"
+            );
+        }
+    }
+}

@@ -356,8 +356,13 @@ impl FreeTransformer {
 
     /// Training loss of a forward pass against `targets`.
     pub fn loss(&self, fwd: &Forward, targets: &Tensor) -> Loss {
+        self.loss_at_kappa(fwd, targets, self.kappa_nats())
+    }
+
+    /// [`Self::loss`] with free bits at `kappa_nats` instead of the config's κ (a κ schedule).
+    pub fn loss_at_kappa(&self, fwd: &Forward, targets: &Tensor, kappa_nats: f64) -> Loss {
         let scope = self.latent.as_ref().map_or(FreeBits::Token, |l| l.free_bits);
-        Loss::new(&fwd.logits, targets, fwd.bit_logits.as_ref(), self.kappa_nats(), scope)
+        Loss::new(&fwd.logits, targets, fwd.bit_logits.as_ref(), kappa_nats, scope)
     }
 
     /// Accumulates `scale · ∂(CE + FB)/∂θ` into the parameter gradients. With the fused mapper:

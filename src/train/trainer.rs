@@ -139,7 +139,8 @@ pub fn train(run: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
         let step = state.step;
         let ts = Instant::now();
         let lr = learning_rate(tc, step);
-        let stats = accumulate(&model, &data, tc, (step, &shard, share), opts.device);
+        let kappa = tc.kappa_nats_at(run.model.latent.kappa_bits, step).unwrap_or(0.0);
+        let stats = accumulate(&model, &data, tc, (step, &shard, share, kappa), opts.device);
         let (stats, stop_now, all_reduce_ms) = reduce(dp.as_ref(), &model, stats, share, &opts.stop)?;
         lp.all_reduce_time += all_reduce_ms.unwrap_or(0.0) / 1e3;
         let grad_norm = opt.grad_norm();
@@ -361,7 +362,7 @@ fn accumulate(
     model: &FreeTransformer,
     data: &Dataset,
     tc: &TrainConfig,
-    (step, shard, share): (u64, &Range<usize>, f64),
+    (step, shard, share, kappa_nats): (u64, &Range<usize>, f64, f64),
     device: Device,
 ) -> LossStats {
     let mut acc = LossAcc::default();
@@ -371,7 +372,7 @@ fn accumulate(
         let key = crate::util::rng::step_key(tc.seed, step, micro);
         let z = ZSource::PosteriorRows { key, first_row: shard.start };
         let fwd = model.forward(&x, z, Pass::Train);
-        let loss = model.loss(&fwd, &y);
+        let loss = model.loss_at_kappa(&fwd, &y, kappa_nats);
         model.backward(&fwd, &loss, share / tc.grad_accum as f64);
         acc.add(loss.stats());
     }

@@ -436,5 +436,11 @@ pub fn latent_recipe(run: &RunConfig) -> String {
     if lat.free_bits == FreeBits::Sequence {
         s += ", free bits per sequence: max(0, Σ_t KL_t − κ·T) (not in the paper, which grants κ per token)";
     }
+    if let Some(k) = t.kappa_warm_bits {
+        s += &format!(
+            ", κ = {} bit/token for the first {} steps, then the arm's κ (not in the paper)",
+            k.0, t.kappa_warm_steps
+        );
+    }
     s
 }
