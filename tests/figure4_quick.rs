@@ -26,9 +26,17 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
     let results = run_figure4(&o).unwrap();
     assert_eq!(results.len(), 5);
     let md = std::fs::read_to_string(o.report_dir.join("figure4.md")).unwrap();
-    for needle in
-        ["| arm |", "κ = 1/64 bit", "κ = 1/8 bit", "κ = 1 bit", "κ = 8 bits", "baseline", "figure4.svg", "Quick mode"]
-    {
+    for needle in [
+        "| arm |",
+        "κ = 1/64 bit",
+        "κ = 1/8 bit",
+        "κ = 1 bit",
+        "κ = 8 bits",
+        "baseline",
+        "figure4.svg",
+        "Quick mode",
+        "CPU threads per training",
+    ] {
         assert!(md.contains(needle), "report lacks {needle:?}");
     }
     assert_eq!(md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| arm")).count(), 5);

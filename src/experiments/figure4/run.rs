@@ -335,6 +335,16 @@ fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, tota
         o.groups,
         o.group_size
     );
+    if o.device == Device::Cpu {
+        let threads = match t.threads {
+            0 => format!("libtorch's default ({} here)", tch::get_num_threads()),
+            n => n.to_string(),
+        };
+        s += &format!(
+            "CPU threads per training: {threads}. Runs are deterministic for a given thread count but change with it \
+             as with another seed (docs/results/figure4-probes/README.md §15).\n\n"
+        );
+    }
     s
 }
 
