@@ -2,7 +2,7 @@
 # Probes §14 (docs/results/figure4-probes/README.md): free bits per sequence at every κ, and the
 # κ schedule (κ = 1 for 600 steps, then 1/8). H = 16, the recipe of experiments/figure4/, 2 threads,
 # 200 groups × 8. Run from the repository root after `make build` and
-# `scripts/with-env cargo build --release --example latent_info`; about 80 min on 2 cores.
+# `scripts/with-env cargo build --release --example latent_info`; about 95 min on 2 cores.
 set -u
 B=target/release/freet
 run() { # NAME ARM [--set flags...]
@@ -22,4 +22,5 @@ run seqfb-k1-64 kappa-1-64
 run sched-1200-1-8-2400 kappa-1-8 --set train.steps=2400 --set train.kappa_warm_bits=1 --set train.kappa_warm_steps=1200 --set train.checkpoint_every=600
 run sched-1-8-seed2 kappa-1-8 "${SCHED[@]}" --set train.seed=2
 run sched-1-8-seed3 kappa-1-8 "${SCHED[@]}" --set train.seed=3
+run sched-1-to-1-64-1800 kappa-1-64 "${SCHED[@]}"
 run seq-to-tok-k1 kappa-1 --set model.latent.free_bits=token --set train.init_from=runs/s7/seqfb-k1/models/kappa-1/checkpoints/step-00000600
