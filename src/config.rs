@@ -243,9 +243,6 @@ impl TrainConfig {
             (None, 0) => {}
             (None, _) => return Err(value_err("train.kappa_warm_steps", "needs train.kappa_warm_bits")),
             (Some(_), 0) => return Err(value_err("train.kappa_warm_bits", "needs train.kappa_warm_steps ≥ 1")),
-            (Some(k), _) if !(k.0.is_finite() && k.0 >= 0.0) => {
-                return Err(value_err("train.kappa_warm_bits", format!("{} must be ≥ 0", k.0)));
-            }
             (Some(_), n) if n > self.steps => {
                 return Err(value_err("train.kappa_warm_steps", format!("{n} exceeds train.steps = {}", self.steps)));
             }
@@ -305,12 +302,7 @@ impl RunConfig {
             if !self.model.latent.enabled {
                 return Err(value_err("train.kappa_warm_bits", "needs a latent (model.latent.enabled = true)"));
             }
-            if k.0 > self.model.latent.bits as f64 {
-                return Err(value_err(
-                    "train.kappa_warm_bits",
-                    format!("{} exceeds the H = {} bits a token can carry", k.0, self.model.latent.bits),
-                ));
-            }
+            k.check("train.kappa_warm_bits", self.model.latent.bits)?;
         }
         match &self.data {
             DataConfig::Synthetic => {

@@ -104,6 +104,17 @@ impl KappaBits {
         self.0 * LN_2
     }
 
+    /// Checks κ as the value of `field` for a latent of `bits` bits: finite, ≥ 0 and ≤ H.
+    pub fn check(self, field: &'static str, bits: usize) -> Result<(), FieldError> {
+        if !(self.0.is_finite() && self.0 >= 0.0) {
+            return Err(value_err(field, format!("{} must be ≥ 0", self.0)));
+        }
+        if self.0 > bits as f64 {
+            return Err(value_err(field, format!("{} exceeds the H = {bits} bits a token can carry", self.0)));
+        }
+        Ok(())
+    }
+
     /// Parses `0.5`, `1/8`, `2`.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
@@ -372,16 +383,7 @@ impl ModelConfig {
                     "required when latent.enabled = true (e.g. 0.5 or \"1/8\")",
                 ));
             }
-            Some(k) if !(k.0.is_finite() && k.0 >= 0.0) => {
-                return Err(value_err("model.latent.kappa_bits", format!("{} must be ≥ 0", k.0)));
-            }
-            Some(k) if k.0 > lat.bits as f64 => {
-                return Err(value_err(
-                    "model.latent.kappa_bits",
-                    format!("{} exceeds the H = {} bits a token can carry", k.0, lat.bits),
-                ));
-            }
-            _ => {}
+            Some(k) => k.check("model.latent.kappa_bits", lat.bits)?,
         }
         if !(lat.init_std().is_finite() && lat.init_std() >= 0.0) {
             return Err(value_err("model.latent.post_sampler_init_std", "must be finite and ≥ 0"));

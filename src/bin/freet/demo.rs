@@ -124,7 +124,7 @@ pub(crate) fn cmd_demo(a: DemoArgs) -> Result<()> {
         );
     }
     println!("\n{}", agreement::verdict(&c));
-    if c.position.as_ref().is_some_and(|p| p.lo <= 0.0) && c.noise.as_ref().is_some_and(|n| n.lo <= 0.0) {
+    if c.z_does_nothing() {
         println!(
             "The latent does nothing in this run: the decoder ignores Z, and this model is a slower baseline \
              (docs/results/figure4-probes/README.md explains when and why this happens)."

@@ -19,6 +19,13 @@ pub struct Contrast {
     pub position_chance: Option<f64>,
 }
 
+impl Contrast {
+    /// Both intervals measured and neither lies above 0: sharing Z changes nothing measurable.
+    pub fn z_does_nothing(&self) -> bool {
+        matches!((&self.position, &self.noise), (Some(p), Some(n)) if p.lo <= 0.0 && n.lo <= 0.0)
+    }
+}
+
 /// Per-group metrics of groups of full samples, `letters[i]` being group i's prompt letter.
 pub fn per_group<S: AsRef<str>>(groups: &[Vec<S>], letters: &[char]) -> Vec<GroupMetrics> {
     groups.iter().zip(letters).map(|(g, &l)| group_metrics(g, l)).collect()
@@ -68,16 +75,19 @@ pub fn verdict(c: &Contrast) -> String {
         c.position_chance.map_or("–".into(), |v| format!("{v:.3}")),
         n
     );
-    match (p.lo > 0.0, n.lo > 0.0) {
-        (false, false) => format!(
+    if c.z_does_nothing() {
+        return format!(
             "Z does nothing measurable here: samples that share Z agree no more than samples with fresh Z; {numbers}."
-        ),
-        (true, noise) => format!(
+        );
+    }
+    if p.lo > 0.0 {
+        format!(
             "Z steers the target position{}{}: {numbers}.",
             if p.mean < 0.25 { " (weakly)" } else { "" },
-            if noise { " and the noise" } else { ", but not measurably the noise" }
-        ),
-        (false, true) => format!("Z steers the noise but not measurably the target position: {numbers}."),
+            if n.lo > 0.0 { " and the noise" } else { ", but not measurably the noise" }
+        )
+    } else {
+        format!("Z steers the noise but not measurably the target position: {numbers}.")
     }
 }
 
@@ -124,6 +134,7 @@ mod tests {
         let same = contrast(&fresh, &fresh, &letters, 1);
         assert!(same.position.unwrap().includes_zero());
         assert!(verdict(&same).starts_with("Z does nothing"), "{}", verdict(&same));
+        assert!(same.z_does_nothing() && !c.z_does_nothing());
         // Fresh starts 5, 15, 25, 35 equally often: chance 1/4.
         assert!((c.position_chance.unwrap() - 0.25).abs() < 1e-12);
     }
