@@ -19,7 +19,7 @@ run() { # NAME ARM STEPS [--set flags...]
   [ "$arm" = baseline ] ||
     scripts/with-env target/release/examples/latent_info runs/s8/$name/models/$arm 512 2 > runs/s8/$name/report/latent-info.txt
 }
-case "${1:-all}" in
+case "${1:-}" in
   arms) # the five arms at 2,400 steps, then one report over all of them (this folder)
     for arm in baseline kappa-1-64 kappa-1-8 kappa-1 kappa-8; do run fig4-2400-$arm $arm 2400; done
     mkdir -p runs/s8/fig4-2400/models
