@@ -11,7 +11,11 @@
 //!   (bits/token) between the sampled bit and (a) "the next token is `!`", (b) "the next token
 //!   starts the target", (c) the distance from the next token to the target start (bucketed), and
 //!   (d) the absolute position t alone (information the decoder has anyway). The posterior bits are
-//!   independent given the sequence, so each bit's MI is `H_b(p̄) − Σ_y P(y) H_b(p̄_y)`.
+//!   independent given the sequence, so each bit's MI is `H_b(p̄) − Σ_y P(y) H_b(p̄_y)`. It is
+//!   per bit and marginal over the context: a code that names a label with different bit values in
+//!   different contexts, or only through a combination of bits, can carry information that these
+//!   columns show as 0 (probes §17: after a κ = 8 copy stage, MI(!) ≈ 0 while the decoder's `!` CE
+//!   gap is 2 nats). The decoder-side CE gap by class is the direct measure of what Z delivers.
 //! - **attention**: per head, the mean attention weight at each offset s − t in −3..=+3, for the
 //!   encoder (which must look at t + 1 to name the next token's noise) and for the injection block
 //!   of the decoder (which must look at its own position, offset 0, to read Z_t itself).
@@ -155,7 +159,8 @@ fn main() -> Result<()> {
     let (enc_next, dec_self) = attention_offsets(model, &x, post.codes.as_ref().context("no codes")?)?;
     println!(
         "\nreference: H_b(1/16) = {:.4} bit is what a token's Z would need to name the next noise; the start\n\
-         holds log2(57) = {:.2} bits per sequence.",
+         holds log2(57) = {:.2} bits per sequence. The MI columns are per bit and marginal over the context:\n\
+         a context-dependent or multi-bit code can show 0 here; the decoder's CE gap by class is the direct measure.",
         hb(1.0 / 16.0),
         57f64.log2()
     );
