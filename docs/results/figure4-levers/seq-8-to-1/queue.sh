@@ -2,7 +2,8 @@
 # Probes §17 (docs/results/figure4-probes/README.md): what the κ = 8 copy stage does to the small
 # budgets. H = 16, the recipe of experiments/figure4/, one thread per training (two trainings at once
 # fit the 2 cores). Reports: ../{seq-8-to-1,seq-8-1200-then-1-8,seq-8-1200-then-1-8-seed2,
-# seq-8-to-1-then-1-8,sched-8-to-1-seed3,sched-8-to-1-seed3-long,tok-8-1800-then-2}/. Run from the repository root after
+# seq-8-to-1-then-1-8,
+# seq-8-600-then-1-8,sched-8-to-1-seed3,sched-8-to-1-seed3-long,tok-8-1800-then-2,tok-8-1200-then-2-seed2}/. Run from the repository root after
 # `make build` and `scripts/with-env cargo build --release --example latent_info`.
 set -u
 B=target/release/freet
@@ -47,5 +48,11 @@ case "${1:-}" in
     [ -e $k8/checkpoints/step-00001800/model.safetensors ] ||
       scripts/with-env $B train --config experiments/figure4/kappa-8.toml "${S[@]}" --set train.steps=2400 --out $k8 --quiet
     run tok-8-1800-then-2 kappa-1 1200 --set model.latent.kappa_bits=2 --set train.init_from=$k8/checkpoints/step-00001800 ;;
-  *) echo "usage: $0 seq-8-to-1|seq-8-1200-then-1-8|seq-8-1200-then-1-8-seed2|seq-8-to-1-then-1-8|sched-8-to-1-seed3|sched-8-to-1-seed3-long|k8-1800-then-2" >&2; exit 2 ;;
+  k8-1200-then-2-seed2) # needs ../steps-2400/queue.sh sched-8-to-1-seed2 (runs/s8/sched-8-to-1-seed2): its κ = 8 stage at step 1,200 into κ = 2
+    run tok-8-1200-then-2-seed2 kappa-1 1200 --set model.latent.kappa_bits=2 --set train.seed=2 \
+      --set train.init_from=runs/s8/sched-8-to-1-seed2/models/kappa-1/checkpoints/step-00001200 ;;
+  seq-8-600-then-1-8) # needs seq-8-to-1: its step 600 (κ = 8, before the copy transition) into per-sequence κ = 1/8
+    run seq-8-600-then-1-8 kappa-1-8 1200 "${SEQ[@]}" \
+      --set train.init_from=runs/s9/seq-8-to-1/models/kappa-1/checkpoints/step-00000600 ;;
+  *) echo "usage: $0 seq-8-to-1|seq-8-1200-then-1-8|seq-8-1200-then-1-8-seed2|seq-8-to-1-then-1-8|seq-8-600-then-1-8|sched-8-to-1-seed3|sched-8-to-1-seed3-long|k8-1800-then-2|k8-1200-then-2-seed2" >&2; exit 2 ;;
 esac
