@@ -43,7 +43,7 @@ case "${1:-}" in
     run tok-8-to-1-seed3 kappa-1 2400 "${K8[@]}" --set train.seed=3 ;;
   sched-8-to-1-seed3-long) # the same with the κ = 8 stage to step 2,200 of 3,000
     run tok-8-to-1-seed3-long kappa-1 3000 --set train.kappa_warm_bits=8 --set train.kappa_warm_steps=2200 --set train.seed=3 ;;
-  k8-1800-then-2) # token-wise κ = 8 (the 2,400-step run of ../steps-2400/queue.sh, same flags) at step 1,800 into κ = 2
+  k8-1800-then-2) # token-wise κ = 8 (2,400 steps, the flags of ../steps-2400/queue.sh's κ = 8 arm; retrained here) at step 1,800 into κ = 2
     k8=runs/s9/k8-2400/models/kappa-8
     [ -e $k8/checkpoints/step-00001800/model.safetensors ] ||
       scripts/with-env $B train --config experiments/figure4/kappa-8.toml "${S[@]}" --set train.steps=2400 --out $k8 --quiet
