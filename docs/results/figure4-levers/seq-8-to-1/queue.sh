@@ -3,7 +3,8 @@
 # budgets. H = 16, the recipe of experiments/figure4/, one thread per training (two trainings at once
 # fit the 2 cores). Reports: ../{seq-8-to-1,seq-8-1200-then-1-8,seq-8-1200-then-1-8-seed2,
 # seq-8-to-1-then-1-8,
-# seq-8-600-then-1-8,sched-8-to-1-seed3,sched-8-to-1-seed3-long,tok-8-1800-then-2,tok-8-1200-then-2-seed2}/. Run from the repository root after
+# seq-8-600-then-1-8,sched-8-to-1-seed3,sched-8-to-1-seed3-long,tok-8-1800-then-2,tok-8-1200-then-2-seed2,
+# tok-8-2-then-1,tok-8-2-then-1-seed2}/. Run from the repository root after
 # `make build` and `scripts/with-env cargo build --release --example latent_info`.
 set -u
 B=target/release/freet
@@ -54,5 +55,10 @@ case "${1:-}" in
   seq-8-600-then-1-8) # needs seq-8-to-1: its step 600 (κ = 8, before the copy transition) into per-sequence κ = 1/8
     run seq-8-600-then-1-8 kappa-1-8 1200 "${SEQ[@]}" \
       --set train.init_from=runs/s9/seq-8-to-1/models/kappa-1/checkpoints/step-00000600 ;;
-  *) echo "usage: $0 seq-8-to-1|seq-8-1200-then-1-8|seq-8-1200-then-1-8-seed2|seq-8-to-1-then-1-8|seq-8-600-then-1-8|sched-8-to-1-seed3|sched-8-to-1-seed3-long|k8-1800-then-2|k8-1200-then-2-seed2" >&2; exit 2 ;;
+  k2-then-1) # needs k8-1800-then-2: its final model (κ = 2 after the copy stage) into κ = 1
+    run tok-8-2-then-1 kappa-1 1200 --set train.init_from=runs/s9/tok-8-1800-then-2/models/kappa-1/checkpoints/step-00001200 ;;
+  k2-then-1-seed2) # needs k8-1200-then-2-seed2: the same at seed 2
+    run tok-8-2-then-1-seed2 kappa-1 1200 --set train.seed=2 \
+      --set train.init_from=runs/s9/tok-8-1200-then-2-seed2/models/kappa-1/checkpoints/step-00001200 ;;
+  *) echo "usage: $0 seq-8-to-1|seq-8-1200-then-1-8|seq-8-1200-then-1-8-seed2|seq-8-to-1-then-1-8|seq-8-600-then-1-8|sched-8-to-1-seed3|sched-8-to-1-seed3-long|k8-1800-then-2|k8-1200-then-2-seed2|k2-then-1|k2-then-1-seed2" >&2; exit 2 ;;
 esac
