@@ -18,13 +18,15 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
         reuse: false,
         device: tch::Device::Cpu,
         progress: false,
-        overrides: vec![],
+        overrides: vec!["train.threads=1".into()],
         arms: vec![],
-        command: "freet experiment figure4 --quick".into(),
+        command: "freet experiment figure4 --quick --jobs 2".into(),
         stop: Arc::new(AtomicBool::new(false)),
+        jobs: 2,
     };
     let results = run_figure4(&o).unwrap();
-    assert_eq!(results.len(), 5);
+    let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["baseline", "kappa-1-64", "kappa-1-8", "kappa-1", "kappa-8"], "arms in order despite --jobs 2");
     let md = std::fs::read_to_string(o.report_dir.join("figure4.md")).unwrap();
     for needle in [
         "| arm |",
@@ -35,7 +37,9 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
         "baseline",
         "figure4.svg",
         "Quick mode",
-        "CPU threads per training",
+        "CPU threads per training: 1, 2 arms training at once",
+        // The κ = 1 arm's schedule (1,400 of 2,400 steps) is rescaled to the 40 quick steps.
+        "κ = 1 bit 40 steps (κ = 8 bit/token for the first 23 steps, then 1; a schedule not in the paper)",
     ] {
         assert!(md.contains(needle), "report lacks {needle:?}");
     }
@@ -74,11 +78,14 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
     assert!(json[1]["eval"]["elbo"].as_f64().is_some(), "FT arms report the ELBO");
     assert!(json[0]["eval"]["ce"].as_f64().is_some(), "the baseline reports its exact CE");
 
-    // --arms: one arm, reused from the run above, with its own report.
-    let one = Figure4Options { arms: vec!["kappa-1".into()], reuse: true, report_dir: tmp.path().join("one"), ..o };
+    // --arms: one arm, reused from the run above, measured again one arm at a time: the same numbers.
+    let kappa_1 = results[3].clone();
+    let one =
+        Figure4Options { arms: vec!["kappa-1".into()], reuse: true, report_dir: tmp.path().join("one"), jobs: 1, ..o };
     let results = run_figure4(&one).unwrap();
     assert_eq!(results.len(), 1);
     assert!(results[0].reused && results[0].name == "kappa-1");
+    assert_eq!((&results[0].fresh, &results[0].shared), (&kappa_1.fresh, &kappa_1.shared));
     let bad = Figure4Options { arms: vec!["kappa-2".into()], ..one };
     let err = run_figure4(&bad).unwrap_err().to_string();
     assert!(err.contains("unknown arm 'kappa-2'"), "{err}");

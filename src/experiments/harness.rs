@@ -7,6 +7,7 @@ use crate::model::FreeTransformer;
 use crate::train::checkpoint;
 use crate::train::{TrainOptions, train};
 use anyhow::{Context, Result, bail};
+use indicatif::MultiProgress;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -34,6 +35,9 @@ pub struct ArmRunner {
     pub reuse: bool,
     /// Prefix of the progress lines (`figure4`, `compare`).
     pub tag: &'static str,
+    /// With several arms training at once: the group their progress bars share (lines are printed
+    /// above it).
+    pub bars: Option<MultiProgress>,
 }
 
 impl ArmRunner {
@@ -49,17 +53,27 @@ impl ArmRunner {
         dir: &Path,
     ) -> Result<(RunConfig, Finished)> {
         let run = RunConfig::from_toml_str(text, source, overrides)?;
-        let finished = self.train(&run, dir).with_context(|| label.to_string())?;
+        let finished = self.train(&run, dir, label).with_context(|| label.to_string())?;
         Ok((run, finished))
     }
 
-    /// Trains `run` in `dir`, or reuses the run there, with this runner's options.
-    pub fn train(&self, run: &RunConfig, dir: &Path) -> Result<Finished> {
+    /// Trains `run` in `dir`, or reuses the run there, with this runner's options; `label` names
+    /// its progress bar when several arms train at once.
+    pub fn train(&self, run: &RunConfig, dir: &Path, label: &str) -> Result<Finished> {
         let mut topts = TrainOptions::new(dir);
         topts.device = self.device;
         topts.progress = self.progress;
+        topts.bars = self.bars.clone().map(|m| (m, label.to_string()));
         topts.stop = Arc::clone(&self.stop);
         train_or_reuse(run, &topts, self.reuse, self.tag)
+    }
+
+    /// Prints a progress line above the bars (plain `eprintln!` with a single arm at a time).
+    pub fn say(&self, line: &str) {
+        match &self.bars {
+            Some(m) => m.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
     }
 }
 
@@ -83,17 +97,25 @@ pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &s
         && let Ok(l) = checkpoint::load(dir, opts.device)
         && l.state.as_ref().is_some_and(|s| s.step == run.train.steps && s.run == *run)
     {
-        eprintln!("[{tag}] reusing {}", l.dir.display());
+        say(opts, &format!("[{tag}] reusing {}", l.dir.display()));
         return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
     }
     let _ = std::fs::remove_dir_all(dir);
-    eprintln!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps);
+    say(opts, &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
     let s = train(run, opts)?;
     if s.interrupted {
         bail!("interrupted; rerun with --reuse to keep finished runs");
     }
     let model = checkpoint::load(&s.checkpoint, opts.device)?.model;
     Ok(Finished { model, train_seconds: s.elapsed_s, reused: false })
+}
+
+/// Prints `line` to stderr, above the progress bars of `opts`' group if it has one.
+fn say(opts: &TrainOptions, line: &str) {
+    match &opts.bars {
+        Some((m, _)) => m.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
 }
 
 /// Training seconds of a finished run, from the last record of its `metrics.jsonl` (0 if absent).

@@ -14,7 +14,7 @@ use crate::train::checkpoint::{self, FORMAT_VERSION, TrainState};
 use crate::train::optim::{AdamW, learning_rate};
 use crate::train::parallel::DataParallel;
 use anyhow::{Context, Result, anyhow, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::Write;
 use std::ops::Range;
@@ -35,6 +35,9 @@ pub struct TrainOptions {
     pub device: Device,
     /// Show a progress bar.
     pub progress: bool,
+    /// Draw the progress bar in this group, below the others (several trainings at once), with
+    /// `label` in front of it.
+    pub bars: Option<(MultiProgress, String)>,
     /// Prior-Z draws per evaluation.
     pub eval_prior_samples: usize,
     /// Set to true (e.g. by SIGINT/SIGTERM) to checkpoint and stop after the current step (with
@@ -56,6 +59,7 @@ impl TrainOptions {
             resume: false,
             device: Device::Cpu,
             progress: true,
+            bars: None,
             eval_prior_samples: 1,
             stop: Arc::new(AtomicBool::new(false)),
             world: None,
@@ -436,7 +440,7 @@ impl LoopState {
             keep_last: tc.keep_last,
             start_step: state.step,
             tokens_per_step,
-            bar: progress_bar(opts.progress && root, tc.steps, state.step),
+            bar: progress_bar(opts.progress && root, opts.bars.as_ref(), tc.steps, state.step),
             t0: Instant::now(),
             train_time: 0.0,
             all_reduce_time: 0.0,
@@ -530,18 +534,27 @@ impl LossAcc {
     }
 }
 
-fn progress_bar(show: bool, total: u64, start: u64) -> ProgressBar {
+/// The training's progress bar: hidden unless `show`; inside `group` (with its label) if given.
+fn progress_bar(show: bool, group: Option<&(MultiProgress, String)>, total: u64, start: u64) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix}{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_position(start);
-    bar
+    match group {
+        Some((multi, label)) => {
+            bar.set_prefix(format!("{label} "));
+            multi.add(bar)
+        }
+        None => bar,
+    }
 }
 
 fn progress_message(s: &LossStats, tok_s: f64, eval: Option<&EvalReport>) -> String {

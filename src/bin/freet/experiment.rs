@@ -35,6 +35,11 @@ pub(crate) struct Figure4Args {
     /// Only these arms, comma-separated (baseline, kappa-1-64, kappa-1-8, kappa-1, kappa-8; default: all).
     #[arg(long, value_delimiter = ',')]
     arms: Vec<String>,
+    /// Arms trained at once, longest first (each gets cores / jobs CPU threads unless
+    /// --set train.threads=N says otherwise; --reuse compares the thread count, so re-measure
+    /// with the same --jobs).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
     /// Override a value in every arm's config (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -64,6 +69,7 @@ pub(crate) fn cmd_figure4(a: Figure4Args) -> Result<()> {
         arms: a.arms,
         command: invoked_command(),
         stop: stop_flag()?,
+        jobs: a.jobs,
     };
     let results = freet::experiments::figure4::run_figure4(&o)?;
     for r in &results {

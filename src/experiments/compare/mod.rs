@@ -108,8 +108,14 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
     let (task_name, base) = base_config(o)?;
     let arms = arms(&base, &o.kappas);
     std::fs::create_dir_all(&o.report_dir).with_context(|| format!("cannot create {}", o.report_dir.display()))?;
-    let runner =
-        ArmRunner { device: o.device, progress: o.progress, stop: Arc::clone(&o.stop), reuse: o.reuse, tag: "compare" };
+    let runner = ArmRunner {
+        device: o.device,
+        progress: o.progress,
+        stop: Arc::clone(&o.stop),
+        reuse: o.reuse,
+        tag: "compare",
+        bars: None,
+    };
     let mut results = vec![];
     for arm in &arms {
         for seed in 1..=o.seeds as u64 {

@@ -18,7 +18,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Tensor};
 
@@ -73,6 +74,8 @@ pub struct Figure4Options {
     pub command: String,
     /// Stop flag (SIGINT/SIGTERM).
     pub stop: Arc<AtomicBool>,
+    /// Arms trained at once (each on `cores / jobs` CPU threads unless `train.threads` is set).
+    pub jobs: usize,
 }
 
 /// Everything measured for one arm.
@@ -117,36 +120,135 @@ pub struct ArmSamples {
 pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&o.report_dir).with_context(|| format!("cannot create {}", o.report_dir.display()))?;
-    let runner =
-        ArmRunner { device: o.device, progress: o.progress, stop: Arc::clone(&o.stop), reuse: o.reuse, tag: "figure4" };
-    let overrides = quick_overrides(o.quick, &QUICK, &o.overrides);
-    let mut results = Vec::new();
-    let mut all_samples = Vec::new();
-    let mut configs = Vec::new();
     if let Some(bad) = o.arms.iter().find(|a| !ARMS.iter().any(|(n, _)| n == a)) {
         bail!("unknown arm '{bad}': choose among {}", ARMS.map(|(n, _)| n).join(", "));
     }
+    if o.jobs == 0 {
+        bail!("--jobs must be ≥ 1");
+    }
+    let mut overrides = quick_overrides(o.quick, &QUICK, &o.overrides);
+    let user_sets = |key: &str| o.overrides.iter().any(|s| s.trim_start().starts_with(&format!("{key}=")));
+    let jobs = o.jobs.min(ARMS.len());
+    if jobs > 1 && o.device == Device::Cpu && !user_sets("train.threads") {
+        // Arms training at once share the cores instead of each taking all of them.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        overrides.insert(0, format!("train.threads={}", (cores / jobs).max(1)));
+    }
+    let mut plan = Vec::new();
     for (name, text) in ARMS.into_iter().filter(|(n, _)| o.arms.is_empty() || o.arms.iter().any(|a| a == n)) {
         let source = format!("experiments/figure4/{name}.toml");
-        let dir = o.out.join("models").join(name);
-        let (run, finished) = runner.run(&format!("arm {name}"), text, &source, &overrides, &dir)?;
-        let (result, samples) = measure_arm(name, &run, finished, o)?;
-        all_samples.push(samples);
-        configs.push(run);
-        results.push(result);
+        let mut arm_overrides = overrides.clone();
+        if !user_sets("train.kappa_warm_steps")
+            && let Some(warm) = scaled_warm_steps(text, &source, &overrides)?
+        {
+            arm_overrides.push(format!("train.kappa_warm_steps={warm}"));
+        }
+        let run = RunConfig::from_toml_str(text, &source, &arm_overrides)?;
+        plan.push((name, run));
     }
+    let bars = (jobs > 1 && o.progress).then(indicatif::MultiProgress::new);
+    let runner = ArmRunner {
+        device: o.device,
+        progress: o.progress,
+        stop: Arc::clone(&o.stop),
+        reuse: o.reuse,
+        tag: "figure4",
+        bars,
+    };
+    let arm = |(name, run): &(&str, RunConfig)| -> Result<(ArmResult, ArmSamples)> {
+        let dir = o.out.join("models").join(name);
+        let finished = runner.train(run, &dir, &format!("arm {name}")).with_context(|| format!("arm {name}"))?;
+        measure_arm(name, run, finished, o, &runner)
+    };
+    let measured: Vec<(ArmResult, ArmSamples)> = if jobs == 1 {
+        plan.iter().map(arm).collect::<Result<_>>()?
+    } else {
+        run_parallel(&plan, jobs, &o.stop, &arm)?
+    };
+    let (results, all_samples): (Vec<ArmResult>, Vec<ArmSamples>) = measured.into_iter().unzip();
     let total = t0.elapsed().as_secs_f64();
-    // The report quotes the first Free Transformer arm's settings (the arms differ only in κ).
-    let ft = configs.iter().find(|c| c.model.latent().is_some()).unwrap_or(&configs[0]);
-    write_report(&results, &all_samples, ft, o, total)?;
+    let configs: Vec<RunConfig> = plan.into_iter().map(|(_, run)| run).collect();
+    write_report(&results, &all_samples, &configs, o, total)?;
     Ok(results)
 }
 
+/// An arm's `train.kappa_warm_steps` rescaled to the steps it trains with `overrides` (e.g. 1,400
+/// of 2,400 becomes 23 of 40 under `--quick`), or None when the arm has no κ schedule or keeps its
+/// own steps.
+fn scaled_warm_steps(text: &str, source: &str, overrides: &[String]) -> Result<Option<u64>> {
+    let own = RunConfig::from_toml_str(text, source, &[])?.train;
+    if own.kappa_warm_bits.is_none() {
+        return Ok(None);
+    }
+    // Parse with a schedule that fits any step count, only to learn the steps the overrides give.
+    let probe: Vec<String> = overrides.iter().cloned().chain(["train.kappa_warm_steps=1".to_string()]).collect();
+    let steps = RunConfig::from_toml_str(text, source, &probe)?.train.steps;
+    if steps == own.steps {
+        return Ok(None);
+    }
+    let warm = (own.kappa_warm_steps as f64 * steps as f64 / own.steps as f64).round() as u64;
+    Ok(Some(warm.clamp(1, steps)))
+}
+
+/// Trains and measures the arms of `plan` on `jobs` worker threads, the longest arms first; returns
+/// the results in `plan`'s order. The first failure raises `stop` so that the other trainings end
+/// at their next step, and is the error returned.
+fn run_parallel<T: Send>(
+    plan: &[(&str, RunConfig)],
+    jobs: usize,
+    stop: &AtomicBool,
+    arm: &(dyn Fn(&(&str, RunConfig)) -> Result<T> + Sync),
+) -> Result<Vec<T>> {
+    let mut order: Vec<usize> = (0..plan.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(plan[i].1.train.steps));
+    let queue = Mutex::new(order.into_iter());
+    let slots: Vec<Mutex<Option<Result<T>>>> = plan.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else { break };
+                    let r = arm(&plan[i]);
+                    if r.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    let (mut out, mut errors) = (Vec::with_capacity(plan.len()), Vec::new());
+    for slot in slots {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(t)) => out.push(t),
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
+    }
+    // The cause, not an arm interrupted because of it (or by the user, if nothing failed).
+    let cause = errors.iter().position(|e| !format!("{e:#}").contains("interrupted")).unwrap_or(0);
+    match (errors.is_empty(), out.len() == plan.len()) {
+        (false, _) => Err(errors.swap_remove(cause)),
+        (true, true) => Ok(out),
+        (true, false) => bail!("interrupted; rerun with --reuse to keep finished runs"),
+    }
+}
+
 /// Evaluates one trained arm, samples its regime groups and its figure panel, and logs the headline.
-fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Options) -> Result<(ArmResult, ArmSamples)> {
+fn measure_arm(
+    name: &str,
+    run: &RunConfig,
+    finished: Finished,
+    o: &Figure4Options,
+    runner: &ArmRunner,
+) -> Result<(ArmResult, ArmSamples)> {
     // A reused arm's training time is the one logged when it was trained (marked in the report).
     let Finished { model, train_seconds, reused } = finished;
-    eprintln!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size);
+    if o.device == Device::Cpu && run.train.threads > 0 {
+        // This thread's libtorch threads (a reused arm's worker never went through the trainer).
+        tch::set_num_threads(run.train.threads as i32);
+    }
+    runner.say(&format!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size));
     let val = run.dataset()?.val_batches(run.train.eval_batches, run.train.batch_size);
     let eval = evaluate(&model, &val, 4, run.train.seed);
     let kappa_bits = run.model.latent().and_then(|l| l.kappa_bits).map(|k| k.0);
@@ -155,7 +257,7 @@ fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Optio
     let shared = figure4::aggregate(&samples.shared, &samples.letters)?;
     let contrast = agreement::contrast(&samples.fresh, &samples.shared, &samples.letters, run.train.seed);
     let panel = figure_panel(&model, name, kappa_bits, run.train.seed)?;
-    eprintln!(
+    runner.say(&format!(
         "[figure4] {name}: validity {} / {}, position agreement {} / {}, noise agreement {} / {} (fresh / shared)",
         fmt(fresh.validity),
         fmt(shared.validity),
@@ -163,8 +265,8 @@ fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Optio
         fmt(shared.position_agreement),
         fmt(fresh.noise_agreement),
         fmt(shared.noise_agreement)
-    );
-    eprintln!("[figure4] {name}: {}", agreement::verdict(&contrast));
+    ));
+    runner.say(&format!("[figure4] {name}: {}", agreement::verdict(&contrast)));
     let result = ArmResult {
         name: name.into(),
         kappa_bits,
@@ -180,12 +282,12 @@ fn measure_arm(name: &str, run: &RunConfig, finished: Finished, o: &Figure4Optio
     Ok((result, samples))
 }
 
-/// Writes `figure4.svg`, `figure4.txt`, `results.json`, `samples.json` and `figure4.md`; `ft` is the
-/// Free Transformer config whose model and training settings the report quotes for every arm.
+/// Writes `figure4.svg`, `figure4.txt`, `results.json`, `samples.json` and `figure4.md`; `configs`
+/// are the arms' run configs, in the order of `results`.
 fn write_report(
     results: &[ArmResult],
     samples: &[ArmSamples],
-    ft: &RunConfig,
+    configs: &[RunConfig],
     o: &Figure4Options,
     total: f64,
 ) -> Result<()> {
@@ -197,7 +299,7 @@ fn write_report(
     write("figure4.txt", text.as_bytes())?;
     write("results.json", serde_json::to_string_pretty(results)?.as_bytes())?;
     write("samples.json", serde_json::to_string(samples)?.as_bytes())?;
-    let md = report_markdown(results, ft, o, total, &text);
+    let md = report_markdown(results, configs, o, total, &text);
     write("figure4.md", md.as_bytes())?;
     eprintln!("[figure4] done in {total:.0} s; report: {}", o.report_dir.join("figure4.md").display());
     Ok(())
@@ -283,8 +385,14 @@ fn fmt_se(v: Option<f64>, se: Option<f64>) -> String {
 }
 
 /// The report `figure4.md`: how it was produced, the regime table, the paper's reading and the figure.
-fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, total_s: f64, text: &str) -> String {
-    let mut s = report_header(results, ft, o, total_s);
+fn report_markdown(
+    results: &[ArmResult],
+    configs: &[RunConfig],
+    o: &Figure4Options,
+    total_s: f64,
+    text: &str,
+) -> String {
+    let mut s = report_header(results, configs, o, total_s);
     s += &regime_table(results);
     s += "\nThe paper's reading (spec §5.3): at 1/64 bit Z is unused (shared ≈ fresh); at 1/8 bit shared groups agree \
           on the position but not the noise; at 1 bit on both; at 8 bits the samples break (validity drops). The \
@@ -296,8 +404,10 @@ fn report_markdown(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, to
     s
 }
 
-/// Title, provenance (command, date, machine, time, quick mode, reused arms) and the arms' settings.
-fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, total_s: f64) -> String {
+/// Title, provenance (command, date, machine, time, quick mode, reused arms) and the arms' settings:
+/// those they share (quoted from the first Free Transformer arm), then each arm's steps and κ schedule.
+fn report_header(results: &[ArmResult], configs: &[RunConfig], o: &Figure4Options, total_s: f64) -> String {
+    let ft = configs.iter().find(|c| c.model.latent().is_some()).unwrap_or(&configs[0]);
     let m = &ft.model;
     let t = &ft.train;
     let mut s = String::new();
@@ -318,7 +428,7 @@ fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, tota
     }
     s += &format!(
         "Every arm: {} blocks, d_model {}, {} heads ({} KV), SwiGLU {}, H = {} bits, {}, \
-         batch {}, {} steps, AdamW lr {} (warm-up {}, cosine), seed {}; configs in `experiments/figure4/`. Metrics \
+         batch {}, {}, AdamW lr {} (warm-up {}, cosine), seed {}; configs in `experiments/figure4/`. Metrics \
          over {} groups of {} samples per arm, the same prompt letters for every arm.\n\n",
         m.n_layers,
         m.d_model,
@@ -328,7 +438,7 @@ fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, tota
         m.latent.bits,
         latent_recipe(ft),
         t.batch_size,
-        t.steps,
+        arm_lengths(results, configs),
         t.lr,
         t.warmup_steps,
         t.seed,
@@ -340,12 +450,53 @@ fn report_header(results: &[ArmResult], ft: &RunConfig, o: &Figure4Options, tota
             0 => format!("libtorch's default ({} here)", tch::get_num_threads()),
             n => n.to_string(),
         };
+        let at_once =
+            if o.jobs > 1 { format!(", {} arms training at once", o.jobs.min(configs.len())) } else { "".into() };
         s += &format!(
-            "CPU threads per training: {threads}. Runs are deterministic for a given thread count but change with it \
-             as with another seed (docs/results/figure4-probes/README.md §15).\n\n"
+            "CPU threads per training: {threads}{at_once}. Runs are deterministic for a given thread count but change \
+             with it as with another seed (docs/results/figure4-probes/README.md §15).\n\n"
         );
     }
     s
+}
+
+/// The arms' training lengths and κ schedules: `600 steps` when every arm has the same plain length,
+/// else one entry per arm (`κ = 1 bit 2400 steps (κ = 8 bit/token for the first 1400, …)`).
+fn arm_lengths(results: &[ArmResult], configs: &[RunConfig]) -> String {
+    let uniform = configs.iter().all(|c| c.train.steps == configs[0].train.steps && c.train.kappa_warm_bits.is_none());
+    if uniform {
+        return format!("{} steps", configs[0].train.steps);
+    }
+    let each: Vec<String> = results
+        .iter()
+        .zip(configs)
+        .map(|(r, c)| {
+            let schedule = kappa_schedule(c).map_or(String::new(), |k| format!(" ({k})"));
+            format!("{} {} steps{schedule}", r.panel.title, c.train.steps)
+        })
+        .collect();
+    let why = if configs.iter().any(|c| c.train.steps != configs[0].train.steps) {
+        " (the regimes appear at different lengths: docs/results/figure4-probes/README.md §16–§18)"
+    } else {
+        ""
+    };
+    format!("steps per arm: {}{why}", each.join("; "))
+}
+
+/// The κ schedule of `run` in words, if it has one (not in the paper).
+pub fn kappa_schedule(run: &RunConfig) -> Option<String> {
+    let k = run.train.kappa_warm_bits?;
+    let own = run.model.latent().and_then(|l| l.kappa_bits).map_or("the arm's".into(), |b| fmt_bits(b.0));
+    Some(format!(
+        "κ = {} bit/token for the first {} steps, then {own}; a schedule not in the paper",
+        fmt_bits(k.0),
+        run.train.kappa_warm_steps
+    ))
+}
+
+/// Bits as the paper writes them: `1/64`, `1/8`, `1`, `8`.
+fn fmt_bits(b: f64) -> String {
+    if b > 0.0 && b < 1.0 && (1.0 / b).fract() == 0.0 { format!("1/{}", 1.0 / b) } else { format!("{b}") }
 }
 
 /// The regime table: what fresh and shared mean, then one row per arm.
@@ -446,11 +597,39 @@ pub fn latent_recipe(run: &RunConfig) -> String {
     if lat.free_bits == FreeBits::Sequence {
         s += ", free bits per sequence: max(0, Σ_t KL_t − κ·T) (not in the paper, which grants κ per token)";
     }
-    if let Some(k) = t.kappa_warm_bits {
-        s += &format!(
-            ", κ = {} bit/token for the first {} steps, then the arm's κ (not in the paper)",
-            k.0, t.kappa_warm_steps
-        );
-    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULED: &str = include_str!("../../../experiments/figure4/kappa-1.toml");
+
+    #[test]
+    fn kappa_schedule_scales_with_the_steps_the_overrides_give() {
+        let own = RunConfig::from_toml_str(SCHEDULED, "kappa-1", &[]).unwrap().train;
+        let (warm, steps) = (own.kappa_warm_steps, own.steps);
+        assert!(own.kappa_warm_bits.is_some() && warm < steps, "the κ = 1 arm carries its schedule");
+        let scaled = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            scaled_warm_steps(SCHEDULED, "kappa-1", &sets).unwrap()
+        };
+        assert_eq!(scaled(&[]), None, "its own length keeps its own schedule");
+        let half = format!("train.steps={}", steps / 2);
+        assert_eq!(scaled(&[&half]), Some((warm as f64 / 2.0).round() as u64));
+        assert_eq!(scaled(&["train.steps=40"]), Some((warm as f64 * 40.0 / steps as f64).round() as u64));
+        assert_eq!(scaled(&["train.steps=1"]), Some(1), "never below one step nor above the run");
+        let baseline = ARMS[0].1;
+        assert_eq!(scaled_warm_steps(baseline, "baseline", &["train.steps=40".into()]).unwrap(), None);
+    }
+
+    #[test]
+    fn bits_are_written_as_the_paper_does() {
+        assert_eq!(fmt_bits(1.0 / 64.0), "1/64");
+        assert_eq!(fmt_bits(0.125), "1/8");
+        assert_eq!(fmt_bits(1.0), "1");
+        assert_eq!(fmt_bits(8.0), "8");
+        assert_eq!(fmt_bits(0.3), "0.3");
+    }
 }
