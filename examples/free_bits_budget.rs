@@ -15,17 +15,21 @@
 //!
 //! Codes: **noise** (each of the 64 body tokens names whether it is `!`, p = 1/16); **position,
 //! hazard** (each body token t names whether the target starts there, given that it has not
-//! started: p = 1/(57 − t)); **position, binary** (the first 6 body tokens carry one fair bit each of
-//! the start, 57 of 64 values, so 6 ln 2 of KL for the ln 57 saved). At κ < 1 bit no informative
-//! deterministic code is free at every token: a cell of mass ≥ e^(−κ) > 1/2 leaves the others
-//! below 1/2, and a sequence sent there pays more than κ.
+//! started: p = 1/(57 − t)); **position, binary** (six tokens carry one bit each, cells of mass 1/2,
+//! naming the start among 64 values of which 57 are used: 6 ln 2 of KL for the ln 57 saved). The
+//! binary figure is an idealisation: a causal decoder needs the bits before the start, so the few
+//! starts among the first positions would need other cells (a small charge not counted here). At
+//! κ < 1 bit no informative deterministic code is free at every token: a cell of mass ≥ e^(−κ) > 1/2
+//! leaves the others below 1/2, and a sequence sent there pays more than κ. These are particular
+//! codes, not a bound over all codes.
 
 /// Body length, target length and number of target starts (spec §5.1).
 const BODY: usize = 64;
 const STARTS: usize = 57;
-/// Noise rate and the number of positions carrying a Z (prompt included).
+/// Noise rate, and the number of positions that carry a Z and a KL term: the 65 inputs of a
+/// 66-token sequence (the trainer's tokens per sequence).
 const P_NOISE: f64 = 1.0 / 16.0;
-const T: f64 = 66.0;
+const T: f64 = 65.0;
 
 /// Token-wise gain of the noise code: each body token refunds min(KL, κ).
 fn noise_tokenwise(k: f64) -> f64 {

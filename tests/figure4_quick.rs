@@ -9,6 +9,8 @@ use std::sync::atomic::AtomicBool;
 #[test]
 fn quick_experiment_report_is_complete_and_computed_from_samples() {
     let tmp = tempfile::tempdir().unwrap();
+    // --jobs 2 gives each training half the cores (the automatic train.threads).
+    let threads = (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1);
     let o = Figure4Options {
         out: tmp.path().join("work"),
         report_dir: tmp.path().join("report"),
@@ -18,7 +20,7 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
         reuse: false,
         device: tch::Device::Cpu,
         progress: false,
-        overrides: vec!["train.threads=1".into()],
+        overrides: vec![],
         arms: vec![],
         command: "freet experiment figure4 --quick --jobs 2".into(),
         stop: Arc::new(AtomicBool::new(false)),
@@ -37,7 +39,7 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
         "baseline",
         "figure4.svg",
         "Quick mode",
-        "CPU threads per training: 1, 2 arms training at once",
+        &format!("CPU threads per training: {threads}, 2 arms training at once"),
         // The κ = 1 arm's schedule (1,400 of 2,400 steps) is rescaled to the 40 quick steps.
         "κ = 1 bit 40 steps (κ = 8 bit/token for the first 23 steps, then 1; a schedule not in the paper)",
     ] {
@@ -80,8 +82,15 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
 
     // --arms: one arm, reused from the run above, measured again one arm at a time: the same numbers.
     let kappa_1 = results[3].clone();
-    let one =
-        Figure4Options { arms: vec!["kappa-1".into()], reuse: true, report_dir: tmp.path().join("one"), jobs: 1, ..o };
+    // With one job the thread count must be given to find the same run config.
+    let one = Figure4Options {
+        arms: vec!["kappa-1".into()],
+        reuse: true,
+        report_dir: tmp.path().join("one"),
+        jobs: 1,
+        overrides: vec![format!("train.threads={threads}")],
+        ..o
+    };
     let results = run_figure4(&one).unwrap();
     assert_eq!(results.len(), 1);
     assert!(results[0].reused && results[0].name == "kappa-1");

@@ -35,9 +35,10 @@ pub(crate) struct Figure4Args {
     /// Only these arms, comma-separated (baseline, kappa-1-64, kappa-1-8, kappa-1, kappa-8; default: all).
     #[arg(long, value_delimiter = ',')]
     arms: Vec<String>,
-    /// Arms trained at once, longest first (each gets cores / jobs CPU threads unless
-    /// --set train.threads=N says otherwise; --reuse compares the thread count, so re-measure
-    /// with the same --jobs).
+    /// Arms trained at once, longest first. Each gets cores / jobs CPU threads unless
+    /// --set train.threads=N says otherwise; the count is part of the run config, so --reuse
+    /// finds earlier runs only with the same --jobs on the same core count (or the same
+    /// --set train.threads).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Override a value in every arm's config (repeatable).

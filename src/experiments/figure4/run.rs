@@ -127,12 +127,15 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         bail!("--jobs must be ≥ 1");
     }
     let mut overrides = quick_overrides(o.quick, &QUICK, &o.overrides);
-    let user_sets = |key: &str| o.overrides.iter().any(|s| s.trim_start().starts_with(&format!("{key}=")));
-    let jobs = o.jobs.min(ARMS.len());
-    if jobs > 1 && o.device == Device::Cpu && !user_sets("train.threads") {
-        // Arms training at once share the cores instead of each taking all of them.
+    let user_sets = |key: &str| o.overrides.iter().any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+    if o.jobs > 1 && o.device == Device::Cpu && !user_sets("train.threads") {
+        // Arms training at once share the cores instead of each taking all of them. The count
+        // follows --jobs, not the arms selected, so that `--arms X --reuse` with the same --jobs
+        // finds the runs of a full experiment (their configs record the thread count).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        overrides.insert(0, format!("train.threads={}", (cores / jobs).max(1)));
+        let threads = (cores / o.jobs).max(1);
+        eprintln!("[figure4] --jobs {}: {threads} CPU thread(s) per training ({cores} cores)", o.jobs);
+        overrides.insert(0, format!("train.threads={threads}"));
     }
     let mut plan = Vec::new();
     for (name, text) in ARMS.into_iter().filter(|(n, _)| o.arms.is_empty() || o.arms.iter().any(|a| a == n)) {
@@ -146,11 +149,15 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         let run = RunConfig::from_toml_str(text, &source, &arm_overrides)?;
         plan.push((name, run));
     }
+    let jobs = o.jobs.min(plan.len());
     let bars = (jobs > 1 && o.progress).then(indicatif::MultiProgress::new);
+    // With several arms at once, a failing arm stops the others through a flag of their own, so
+    // that the user's stop flag (whose second signal kills the process) is left to the user.
+    let stop = if jobs > 1 { Arc::new(AtomicBool::new(false)) } else { Arc::clone(&o.stop) };
     let runner = ArmRunner {
         device: o.device,
         progress: o.progress,
-        stop: Arc::clone(&o.stop),
+        stop: Arc::clone(&stop),
         reuse: o.reuse,
         tag: "figure4",
         bars,
@@ -163,7 +170,7 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     let measured: Vec<(ArmResult, ArmSamples)> = if jobs == 1 {
         plan.iter().map(arm).collect::<Result<_>>()?
     } else {
-        run_parallel(&plan, jobs, &o.stop, &arm)?
+        run_parallel(&plan, jobs, &o.stop, &stop, &arm)?
     };
     let (results, all_samples): (Vec<ArmResult>, Vec<ArmSamples>) = measured.into_iter().unzip();
     let total = t0.elapsed().as_secs_f64();
@@ -191,11 +198,14 @@ fn scaled_warm_steps(text: &str, source: &str, overrides: &[String]) -> Result<O
 }
 
 /// Trains and measures the arms of `plan` on `jobs` worker threads, the longest arms first; returns
-/// the results in `plan`'s order. The first failure raises `stop` so that the other trainings end
-/// at their next step, and is the error returned.
+/// the results in `plan`'s order. `stop` is the flag the arms' trainings watch: the user's flag
+/// `user_stop` is copied into it, and a failure (or a panic) raises it so that the other trainings
+/// end at their next step. The error returned is the first in `plan`'s order that is not such an
+/// interruption; the others are printed.
 fn run_parallel<T: Send>(
     plan: &[(&str, RunConfig)],
     jobs: usize,
+    user_stop: &AtomicBool,
     stop: &AtomicBool,
     arm: &(dyn Fn(&(&str, RunConfig)) -> Result<T> + Sync),
 ) -> Result<Vec<T>> {
@@ -203,9 +213,20 @@ fn run_parallel<T: Send>(
     order.sort_by_key(|&i| std::cmp::Reverse(plan[i].1.train.steps));
     let queue = Mutex::new(order.into_iter());
     let slots: Vec<Mutex<Option<Result<T>>>> = plan.iter().map(|_| Mutex::new(None)).collect();
+    let workers_left = std::sync::atomic::AtomicUsize::new(jobs);
     std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while workers_left.load(Ordering::SeqCst) > 0 {
+                if user_stop.load(Ordering::SeqCst) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
         for _ in 0..jobs {
             scope.spawn(|| {
+                let _done = CountDown(&workers_left);
+                let _guard = StopOnPanic(stop);
                 while !stop.load(Ordering::SeqCst) {
                     let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else { break };
                     let r = arm(&plan[i]);
@@ -228,9 +249,36 @@ fn run_parallel<T: Send>(
     // The cause, not an arm interrupted because of it (or by the user, if nothing failed).
     let cause = errors.iter().position(|e| !format!("{e:#}").contains("interrupted")).unwrap_or(0);
     match (errors.is_empty(), out.len() == plan.len()) {
-        (false, _) => Err(errors.swap_remove(cause)),
+        (false, _) => {
+            let cause = errors.swap_remove(cause);
+            for e in &errors {
+                eprintln!("[figure4] also: {e:#}");
+            }
+            Err(cause)
+        }
         (true, true) => Ok(out),
         (true, false) => bail!("interrupted; rerun with --reuse to keep finished runs"),
+    }
+}
+
+/// Counts a worker out when it ends, however it ends.
+struct CountDown<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Raises the stop flag if its worker thread unwinds from a panic, so that the other arms stop too
+/// instead of training on while the experiment is already lost.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 }
 
@@ -450,11 +498,12 @@ fn report_header(results: &[ArmResult], configs: &[RunConfig], o: &Figure4Option
             0 => format!("libtorch's default ({} here)", tch::get_num_threads()),
             n => n.to_string(),
         };
-        let at_once =
-            if o.jobs > 1 { format!(", {} arms training at once", o.jobs.min(configs.len())) } else { "".into() };
+        let jobs = o.jobs.min(configs.len());
+        let at_once = if jobs > 1 { format!(", {jobs} arms training at once") } else { String::new() };
         s += &format!(
-            "CPU threads per training: {threads}{at_once}. Runs are deterministic for a given thread count but change \
-             with it as with another seed (docs/results/figure4-probes/README.md §15).\n\n"
+            "CPU threads per training: {threads}{at_once}. Runs are deterministic for a given binary and thread \
+             count; whether the thread count alone changes them is not settled (docs/results/figure4-probes/README.md \
+             §15, §18).\n\n"
         );
     }
     s
@@ -622,6 +671,51 @@ mod tests {
         assert_eq!(scaled(&["train.steps=1"]), Some(1), "never below one step nor above the run");
         let baseline = ARMS[0].1;
         assert_eq!(scaled_warm_steps(baseline, "baseline", &["train.steps=40".into()]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_failing_arm_stops_the_others_and_is_the_error_reported() {
+        let plan: Vec<(&str, RunConfig)> = ARMS[..3]
+            .iter()
+            .map(|(n, t)| (*n, RunConfig::from_toml_str(t, n, &["train.steps=40".into()]).unwrap()))
+            .collect();
+        let (user, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        // The failing arm waits until another has started, which then runs until it is stopped.
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let arm = |(name, _): &(&str, RunConfig)| -> Result<usize> {
+            started.fetch_add(1, Ordering::SeqCst);
+            if *name == "kappa-1-64" {
+                while started.load(Ordering::SeqCst) < 2 {
+                    std::thread::yield_now();
+                }
+                bail!("arm {name}: out of disk");
+            }
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            bail!("arm {name}: interrupted; rerun with --reuse to keep finished runs")
+        };
+        let err = run_parallel(&plan, 2, &user, &stop, &arm).unwrap_err().to_string();
+        assert_eq!(err, "arm kappa-1-64: out of disk", "the cause, not the arm it interrupted");
+        assert!(!user.load(Ordering::SeqCst), "the user's stop flag is left alone");
+        assert!(started.load(Ordering::SeqCst) < 3, "no arm starts after the failure");
+
+        // The user's stop reaches the arms, and nothing that ran is lost from the error.
+        let (user, stop) = (AtomicBool::new(true), AtomicBool::new(false));
+        let wait = |(name, _): &(&str, RunConfig)| -> Result<usize> {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            bail!("arm {name}: interrupted; rerun with --reuse to keep finished runs")
+        };
+        let err = run_parallel(&plan, 2, &user, &stop, &wait).unwrap_err().to_string();
+        assert!(err.contains("interrupted"), "{err}");
+
+        // Every arm fine: results in the plan's order, whatever order they ran in.
+        let (user, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        let index =
+            |(name, _): &(&str, RunConfig)| -> Result<usize> { Ok(ARMS.iter().position(|(n, _)| n == name).unwrap()) };
+        assert_eq!(run_parallel(&plan, 2, &user, &stop, &index).unwrap(), vec![0, 1, 2]);
     }
 
     #[test]
