@@ -18,6 +18,10 @@ pub(crate) struct CompareArgs {
     /// κ of the Free Transformer arms, in bits (comma-separated; fractions allowed).
     #[arg(long, default_value = "1/4,1/2,1,2", value_delimiter = ',')]
     kappa: Vec<String>,
+    /// Only these arms, comma-separated: baseline, baseline+1, ft (every Free Transformer arm) or
+    /// one arm's name such as "FT κ=1/2" (default: all).
+    #[arg(long, value_delimiter = ',')]
+    arms: Vec<String>,
     /// Working directory (models under models/).
     #[arg(long, default_value = "runs/compare")]
     out: PathBuf,
@@ -79,6 +83,7 @@ pub(crate) fn cmd_compare(a: CompareArgs) -> Result<()> {
         progress: !a.quiet,
         command: invoked_command(),
         stop: stop_flag()?,
+        arms: a.arms,
     };
     let results = freet::experiments::compare::run_compare(&o)?;
     println!("{} runs; report: {}", results.len(), o.report_dir.join("compare.md").display());

@@ -44,6 +44,18 @@ pub fn arms(base: &RunConfig, kappas: &[KappaBits]) -> Vec<Arm> {
     v
 }
 
+/// The arms of `all` named in `only` (every arm if `only` is empty), in `all`'s order. A name is an
+/// arm's own (`baseline`, `baseline+1`, `FT κ=1/2`) or `ft` for every Free Transformer arm.
+pub fn select(all: Vec<Arm>, only: &[String]) -> Result<Vec<Arm>, String> {
+    let names: Vec<String> = all.iter().map(|a| a.name.clone()).collect();
+    if let Some(bad) = only.iter().find(|n| n.as_str() != "ft" && !names.contains(n)) {
+        return Err(format!("unknown arm '{bad}': choose among ft, {}", names.join(", ")));
+    }
+    let wanted =
+        |a: &Arm| only.is_empty() || only.iter().any(|n| *n == a.name || (n == "ft" && a.kappa_bits.is_some()));
+    Ok(all.into_iter().filter(wanted).collect())
+}
+
 /// The directory name of an arm's runs: `FT κ=1/4` → `ft-kappa-1_4`, `baseline+1` → `baseline-plus1`.
 pub(super) fn slug(name: &str) -> String {
     name.replace("FT κ=", "ft-kappa-").replace('/', "_").replace('+', "-plus").replace(' ', "-")
@@ -63,5 +75,21 @@ mod tests {
         assert_eq!(names, ["baseline", "baseline+1", "FT κ=1/4", "FT κ=2"]);
         assert!(a[1].overrides.contains(&format!("model.n_layers={}", base.model.n_layers + 1)));
         assert_eq!((slug("FT κ=1/4"), slug("baseline+1")), ("ft-kappa-1_4".into(), "baseline-plus1".into()));
+    }
+
+    #[test]
+    fn arms_are_selected_by_name_or_as_ft_in_their_order() {
+        let (_, base) = base_config(&opts("permutation")).unwrap();
+        let all = || arms(&base, &[KappaBits(0.25), KappaBits(2.0)]);
+        let names = |only: &[&str]| -> Vec<String> {
+            let only: Vec<String> = only.iter().map(|s| s.to_string()).collect();
+            select(all(), &only).unwrap().into_iter().map(|a| a.name).collect()
+        };
+        assert_eq!(names(&[]).len(), 4, "no selection keeps every arm");
+        assert_eq!(names(&["baseline"]), ["baseline"]);
+        assert_eq!(names(&["ft", "baseline"]), ["baseline", "FT κ=1/4", "FT κ=2"], "the arms' own order");
+        assert_eq!(names(&["FT κ=2", "baseline+1"]), ["baseline+1", "FT κ=2"]);
+        let err = select(all(), &["FT κ=1".to_string()]).unwrap_err();
+        assert!(err.contains("unknown arm 'FT κ=1'") && err.contains("FT κ=1/4"), "{err}");
     }
 }

@@ -77,6 +77,8 @@ pub struct CompareOptions {
     pub command: String,
     /// SIGINT/SIGTERM flag.
     pub stop: Arc<AtomicBool>,
+    /// Only these arms ([`arms::select`]: an arm's name or `ft`); empty means all.
+    pub arms: Vec<String>,
 }
 
 /// Loads the task's base config (built-in name or a TOML path) with the user's overrides.
@@ -106,7 +108,7 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
     }
     let t0 = Instant::now();
     let (task_name, base) = base_config(o)?;
-    let arms = arms(&base, &o.kappas);
+    let arms = arms::select(arms(&base, &o.kappas), &o.arms).map_err(|e| anyhow::anyhow!("--arms: {e}"))?;
     std::fs::create_dir_all(&o.report_dir).with_context(|| format!("cannot create {}", o.report_dir.display()))?;
     let runner = ArmRunner {
         device: o.device,
@@ -166,6 +168,7 @@ mod tests {
             progress: false,
             command: "test".into(),
             stop: Arc::new(AtomicBool::new(false)),
+            arms: vec![],
         }
     }
 
