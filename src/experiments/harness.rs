@@ -70,10 +70,7 @@ impl ArmRunner {
 
     /// Prints a progress line above the bars (plain `eprintln!` with a single arm at a time).
     pub fn say(&self, line: &str) {
-        match &self.bars {
-            Some(m) => m.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
-        }
+        say(self.bars.as_ref(), line);
     }
 }
 
@@ -97,11 +94,11 @@ pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &s
         && let Ok(l) = checkpoint::load(dir, opts.device)
         && l.state.as_ref().is_some_and(|s| s.step == run.train.steps && s.run == *run)
     {
-        say(opts, &format!("[{tag}] reusing {}", l.dir.display()));
+        say(opts.bars.as_ref().map(|(m, _)| m), &format!("[{tag}] reusing {}", l.dir.display()));
         return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
     }
     let _ = std::fs::remove_dir_all(dir);
-    say(opts, &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
+    say(opts.bars.as_ref().map(|(m, _)| m), &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
     let s = train(run, opts)?;
     if s.interrupted {
         bail!("interrupted; rerun with --reuse to keep finished runs");
@@ -110,10 +107,10 @@ pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &s
     Ok(Finished { model, train_seconds: s.elapsed_s, reused: false })
 }
 
-/// Prints `line` to stderr, above the progress bars of `opts`' group if it has one.
-fn say(opts: &TrainOptions, line: &str) {
-    match &opts.bars {
-        Some((m, _)) => m.suspend(|| eprintln!("{line}")),
+/// Prints `line` to stderr, above the progress bars of `bars` if there are any.
+fn say(bars: Option<&MultiProgress>, line: &str) {
+    match bars {
+        Some(m) => m.suspend(|| eprintln!("{line}")),
         None => eprintln!("{line}"),
     }
 }

@@ -30,13 +30,7 @@ pub fn arms(base: &RunConfig, kappas: &[KappaBits]) -> Vec<Arm> {
     ];
     for k in kappas {
         v.push(Arm {
-            name: format!(
-                "FT κ={}",
-                crate::experiments::figure4::kappa_title(k.0)
-                    .trim_start_matches("κ = ")
-                    .replace(" bits", "")
-                    .replace(" bit", "")
-            ),
+            name: format!("FT κ={}", crate::experiments::figure4::fmt_bits(k.0)),
             kappa_bits: Some(k.0),
             overrides: vec!["model.latent.enabled=true".into(), format!("model.latent.kappa_bits={}", k.0)],
         });

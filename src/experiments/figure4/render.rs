@@ -46,18 +46,23 @@ pub struct Panel {
     pub groups: Vec<Group>,
 }
 
+/// A number of bits as the paper writes it: `1/64`, `1/8`, `1`, `8`, `0.3`.
+pub fn fmt_bits(bits: f64) -> String {
+    let is_int = |x: f64| x.is_finite() && (x - x.round()).abs() < 1e-9;
+    if bits > 0.0 && bits < 1.0 && is_int(1.0 / bits) {
+        format!("1/{}", (1.0 / bits).round())
+    } else if is_int(bits) {
+        format!("{}", bits.round())
+    } else {
+        format!("{bits}")
+    }
+}
+
 /// Panel title for a KL budget of `kappa_bits` bits: `κ = 1/64 bit`, `κ = 1 bit`, `κ = 8 bits`.
 pub fn kappa_title(kappa_bits: f64) -> String {
-    let is_int = |x: f64| x.is_finite() && (x - x.round()).abs() < 1e-9;
-    if kappa_bits > 0.0 && kappa_bits < 1.0 && is_int(1.0 / kappa_bits) {
-        format!("κ = 1/{} bit", (1.0 / kappa_bits).round())
-    } else if kappa_bits == 1.0 {
-        "κ = 1 bit".to_string()
-    } else if is_int(kappa_bits) {
-        format!("κ = {} bits", kappa_bits.round())
-    } else {
-        format!("κ = {kappa_bits} bits")
-    }
+    let n = fmt_bits(kappa_bits);
+    let unit = if n == "1" || n.starts_with("1/") { "bit" } else { "bits" };
+    format!("κ = {n} {unit}")
 }
 
 /// Header of each group of a panel: `blue: independent Z`, `green 1: shared Z`, `green 2: shared Z`.
@@ -324,6 +329,11 @@ mod tests {
         assert_eq!(kappa_title(1.0), "κ = 1 bit");
         assert_eq!(kappa_title(8.0), "κ = 8 bits");
         assert_eq!(kappa_title(0.3), "κ = 0.3 bits");
+        assert_eq!(fmt_bits(1.0 / 64.0), "1/64");
+        assert_eq!(fmt_bits(0.125), "1/8");
+        assert_eq!(fmt_bits(1.0), "1");
+        assert_eq!(fmt_bits(8.0), "8");
+        assert_eq!(fmt_bits(0.3), "0.3");
     }
 
     fn example_panels() -> Vec<Panel> {

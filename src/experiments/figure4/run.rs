@@ -535,17 +535,12 @@ fn arm_lengths(results: &[ArmResult], configs: &[RunConfig]) -> String {
 /// The κ schedule of `run` in words, if it has one (not in the paper).
 pub fn kappa_schedule(run: &RunConfig) -> Option<String> {
     let k = run.train.kappa_warm_bits?;
-    let own = run.model.latent().and_then(|l| l.kappa_bits).map_or("the arm's".into(), |b| fmt_bits(b.0));
+    let own = run.model.latent().and_then(|l| l.kappa_bits).map_or("the arm's".into(), |b| figure4::fmt_bits(b.0));
     Some(format!(
         "κ = {} bit/token for the first {} steps, then {own}; a schedule not in the paper",
-        fmt_bits(k.0),
+        figure4::fmt_bits(k.0),
         run.train.kappa_warm_steps
     ))
-}
-
-/// Bits as the paper writes them: `1/64`, `1/8`, `1`, `8`.
-fn fmt_bits(b: f64) -> String {
-    if b > 0.0 && b < 1.0 && (1.0 / b).fract() == 0.0 { format!("1/{}", 1.0 / b) } else { format!("{b}") }
 }
 
 /// The regime table: what fresh and shared mean, then one row per arm.
@@ -716,14 +711,5 @@ mod tests {
         let index =
             |(name, _): &(&str, RunConfig)| -> Result<usize> { Ok(ARMS.iter().position(|(n, _)| n == name).unwrap()) };
         assert_eq!(run_parallel(&plan, 2, &user, &stop, &index).unwrap(), vec![0, 1, 2]);
-    }
-
-    #[test]
-    fn bits_are_written_as_the_paper_does() {
-        assert_eq!(fmt_bits(1.0 / 64.0), "1/64");
-        assert_eq!(fmt_bits(0.125), "1/8");
-        assert_eq!(fmt_bits(1.0), "1");
-        assert_eq!(fmt_bits(8.0), "8");
-        assert_eq!(fmt_bits(0.3), "0.3");
     }
 }
