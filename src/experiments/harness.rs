@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use indicatif::MultiProgress;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tch::Device;
 
 /// The overrides every arm of an experiment starts from: its `--quick` set when `quick`, then the
@@ -19,6 +20,21 @@ pub fn quick_overrides(quick: bool, quick_set: &[&str], extra: &[String]) -> Vec
     let mut overrides: Vec<String> = if quick { quick_set.iter().map(|s| s.to_string()).collect() } else { vec![] };
     overrides.extend(extra.iter().cloned());
     overrides
+}
+
+/// The `train.threads=N` override that lets `jobs` trainings at once share the CPU cores (N = cores
+/// / jobs), printed under `tag`; None with one job, off the CPU, or when the user's `overrides` set
+/// `train.threads`. The count follows `jobs`, not the runs selected, so that a later `--reuse` with the
+/// same `jobs` finds the runs (their configs record the thread count).
+pub fn jobs_threads_override(jobs: usize, device: Device, overrides: &[String], tag: &str) -> Option<String> {
+    let user_sets = overrides.iter().any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == "train.threads"));
+    if jobs <= 1 || device != Device::Cpu || user_sets {
+        return None;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores / jobs).max(1);
+    eprintln!("[{tag}] --jobs {jobs}: {threads} CPU thread(s) per training ({cores} cores)");
+    Some(format!("train.threads={threads}"))
 }
 
 /// How an experiment trains its arms: the same device, progress bars, stop flag and `--reuse` for
@@ -124,4 +140,138 @@ fn logged_train_seconds(dir: &Path) -> f64 {
             serde_json::from_str::<serde_json::Value>(&last).ok()?["elapsed_s"].as_f64()
         })
         .unwrap_or(0.0)
+}
+
+/// Runs `work` on every item of `plan` on `jobs` worker threads, the costliest first (by `cost`);
+/// returns the results in `plan`'s order. `stop` is the flag the arms' trainings watch: the user's flag
+/// `user_stop` is copied into it, and a failure (or a panic) raises it so that the other trainings
+/// end at their next step. The error returned is the first in `plan`'s order that is not such an
+/// interruption; the others are printed.
+pub fn run_parallel<P: Sync, T: Send, K: Ord>(
+    plan: &[P],
+    cost: impl Fn(&P) -> K,
+    jobs: usize,
+    user_stop: &AtomicBool,
+    stop: &AtomicBool,
+    tag: &str,
+    work: &(dyn Fn(&P) -> Result<T> + Sync),
+) -> Result<Vec<T>> {
+    let mut order: Vec<usize> = (0..plan.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(&plan[i])));
+    let queue = Mutex::new(order.into_iter());
+    let slots: Vec<Mutex<Option<Result<T>>>> = plan.iter().map(|_| Mutex::new(None)).collect();
+    let workers_left = AtomicUsize::new(jobs);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while workers_left.load(Ordering::SeqCst) > 0 {
+                if user_stop.load(Ordering::SeqCst) {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                let _done = CountDown(&workers_left);
+                let _guard = StopOnPanic(stop);
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else { break };
+                    let r = work(&plan[i]);
+                    if r.is_err() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    let (mut out, mut errors) = (Vec::with_capacity(plan.len()), Vec::new());
+    for slot in slots {
+        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(t)) => out.push(t),
+            Some(Err(e)) => errors.push(e),
+            None => {}
+        }
+    }
+    // The cause, not an arm interrupted because of it (or by the user, if nothing failed).
+    let cause = errors.iter().position(|e| !format!("{e:#}").contains("interrupted")).unwrap_or(0);
+    match (errors.is_empty(), out.len() == plan.len()) {
+        (false, _) => {
+            let cause = errors.swap_remove(cause);
+            for e in &errors {
+                eprintln!("[{tag}] also: {e:#}");
+            }
+            Err(cause)
+        }
+        (true, true) => Ok(out),
+        (true, false) => bail!("interrupted; rerun with --reuse to keep finished runs"),
+    }
+}
+
+/// Counts a worker out when it ends, however it ends.
+struct CountDown<'a>(&'a AtomicUsize);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Raises the stop flag if its worker thread unwinds from a panic, so that the other arms stop too
+/// instead of training on while the experiment is already lost.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_arm_stops_the_others_and_is_the_error_reported() {
+        let names = ["baseline", "kappa-1-64", "kappa-1-8"];
+        let plan: Vec<(&str, u64)> = names.iter().map(|n| (*n, 40)).collect();
+        let (user, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        // The failing arm waits until another has started, which then runs until it is stopped.
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let arm = |(name, _): &(&str, u64)| -> Result<usize> {
+            started.fetch_add(1, Ordering::SeqCst);
+            if *name == "kappa-1-64" {
+                while started.load(Ordering::SeqCst) < 2 {
+                    std::thread::yield_now();
+                }
+                bail!("arm {name}: out of disk");
+            }
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            bail!("arm {name}: interrupted; rerun with --reuse to keep finished runs")
+        };
+        let err = run_parallel(&plan, |p| p.1, 2, &user, &stop, "test", &arm).unwrap_err().to_string();
+        assert_eq!(err, "arm kappa-1-64: out of disk", "the cause, not the arm it interrupted");
+        assert!(!user.load(Ordering::SeqCst), "the user's stop flag is left alone");
+        assert!(started.load(Ordering::SeqCst) < 3, "no arm starts after the failure");
+
+        // The user's stop reaches the arms, and nothing that ran is lost from the error.
+        let (user, stop) = (AtomicBool::new(true), AtomicBool::new(false));
+        let wait = |(name, _): &(&str, u64)| -> Result<usize> {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            bail!("arm {name}: interrupted; rerun with --reuse to keep finished runs")
+        };
+        let err = run_parallel(&plan, |p| p.1, 2, &user, &stop, "test", &wait).unwrap_err().to_string();
+        assert!(err.contains("interrupted"), "{err}");
+
+        // Every arm fine: results in the plan's order, whatever order they ran in.
+        let (user, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        let index = |(name, _): &(&str, u64)| -> Result<usize> { Ok(names.iter().position(|n| n == name).unwrap()) };
+        assert_eq!(run_parallel(&plan, |p| p.1, 2, &user, &stop, "test", &index).unwrap(), vec![0, 1, 2]);
+    }
 }

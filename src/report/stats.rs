@@ -65,6 +65,43 @@ impl MeanCi {
     }
 }
 
+/// Difference of two means with its 95 % Welch interval (unequal variances, Welch–Satterthwaite
+/// degrees of freedom, rounded down).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DiffCi {
+    /// mean(a) − mean(b).
+    pub diff: f64,
+    /// Half-width of the 95 % interval (0 when both samples are constant).
+    pub ci95: f64,
+}
+
+impl DiffCi {
+    /// mean(a) − mean(b) ± t·√(s²_a/n_a + s²_b/n_b) over the finite values; `None` unless both have
+    /// at least 2 finite values.
+    pub fn welch(a: &[f64], b: &[f64]) -> Option<DiffCi> {
+        let fin = |v: &[f64]| -> Vec<f64> { v.iter().copied().filter(|x| x.is_finite()).collect() };
+        let (a, b) = (fin(a), fin(b));
+        let (sa, sb) = (standard_error(&a)?, standard_error(&b)?);
+        let diff = mean(&a)? - mean(&b)?;
+        let (va, vb) = (sa * sa, sb * sb);
+        if va + vb == 0.0 {
+            return Some(DiffCi { diff, ci95: 0.0 });
+        }
+        let df = (va + vb).powi(2) / (va * va / (a.len() - 1) as f64 + vb * vb / (b.len() - 1) as f64);
+        Some(DiffCi { diff, ci95: t975((df.floor() as usize).max(1)) * (va + vb).sqrt() })
+    }
+
+    /// Whether the interval excludes 0.
+    pub fn excludes_zero(&self) -> bool {
+        self.diff.abs() > self.ci95
+    }
+
+    /// "+0.012 [−0.004, +0.028]".
+    pub fn render(&self, digits: usize) -> String {
+        format!("{:+.digits$} [{:+.digits$}, {:+.digits$}]", self.diff, self.diff - self.ci95, self.diff + self.ci95)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +132,21 @@ mod tests {
         // MeanCi's half-width is t975(n - 1) times the standard error of its finite values.
         let m = MeanCi::of(&[1.0, 2.0, 4.0, f64::INFINITY]).unwrap();
         assert_eq!(m.ci95, t975(2) * standard_error(&[1.0, 2.0, 4.0]).unwrap());
+    }
+
+    #[test]
+    fn welch_difference_matches_hand_values() {
+        // a = {1, 2, 3} (s² = 1), b = {0, 0, 0, 0} (s² = 0): se² = 1/3, df = (1/3)² / ((1/3)² / 2) = 2.
+        let d = DiffCi::welch(&[1.0, 2.0, 3.0], &[0.0, 0.0, 0.0, 0.0]).unwrap();
+        assert_eq!(d.diff, 2.0);
+        assert!((d.ci95 - 4.303 * (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!(!d.excludes_zero(), "2 ± 2.48 includes 0");
+        assert_eq!(d.render(2), "+2.00 [-0.48, +4.48]");
+        // Equal variances and sizes: df = 2(n − 1) = 4.
+        let e = DiffCi::welch(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]).unwrap();
+        assert!((e.ci95 - 2.776 * (2.0f64 / 3.0).sqrt()).abs() < 1e-12 && e.excludes_zero());
+        let c = DiffCi::welch(&[1.0, 1.0], &[0.5, 0.5]).unwrap();
+        assert_eq!((c.diff, c.ci95, c.excludes_zero()), (0.5, 0.0, true));
+        assert!(DiffCi::welch(&[1.0], &[1.0, 2.0]).is_none() && DiffCi::welch(&[1.0, f64::NAN], &[1.0, 2.0]).is_none());
     }
 }

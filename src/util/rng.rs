@@ -54,6 +54,8 @@ pub enum Stream {
     CompareSampling = 0xc0e5,
     /// `freet compare`: the shared Z of the consistency groups: `[]`.
     CompareSharedZ = 0x5a2e,
+    /// `freet compare`: posterior bit draws of the I(Z; hidden) estimate: `[]` (offset = element).
+    CompareMiBits = 0x6d69,
     /// Figure 4: the prompt letters of the measured groups: `[]`.
     Figure4Letters = 0xf164,
     /// Figure 4: token sampling of the fresh-Z groups: `[]`.
@@ -70,7 +72,7 @@ pub enum Stream {
 
 impl Stream {
     /// Every stream, for the distinctness test and for readers.
-    pub const ALL: [Stream; 18] = [
+    pub const ALL: [Stream; 19] = [
         Stream::TrainRows,
         Stream::ValRows,
         Stream::TaskWorld,
@@ -83,6 +85,7 @@ impl Stream {
         Stream::GenTokens,
         Stream::CompareSampling,
         Stream::CompareSharedZ,
+        Stream::CompareMiBits,
         Stream::Figure4Letters,
         Stream::Figure4Fresh,
         Stream::Figure4Shared,

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct CompareArgs {
-    /// hmm, permutation, countdown (built-in configs in experiments/compare/) or a run config file
-    /// (e.g. text with a BPE tokenizer).
+    /// hmm, permutation, countdown, text (built-in configs in experiments/compare/; text needs
+    /// `bash scripts/prepare-shakespeare.sh all`) or a run config file.
     #[arg(long)]
     task: String,
     /// Seeds per arm.
@@ -22,6 +22,17 @@ pub(crate) struct CompareArgs {
     /// one arm's name such as "FT κ=1/2" (default: all).
     #[arg(long, value_delimiter = ',')]
     arms: Vec<String>,
+    /// Also train Free Transformers with this many bits H, for contrast with the task config's H
+    /// (arms "FT H=… κ=…", at the κ of --contrast-kappa).
+    #[arg(long)]
+    contrast_bits: Option<usize>,
+    /// κ of the contrast arms, in bits (comma-separated; fractions allowed).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    contrast_kappa: Vec<String>,
+    /// Runs trained at once, each on cores / N CPU threads (recorded in the run configs: --reuse
+    /// needs the same --jobs, or --set train.threads to the same count).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
     /// Working directory (models under models/).
     #[arg(long, default_value = "runs/compare")]
     out: PathBuf,
@@ -58,11 +69,13 @@ pub(crate) struct CompareArgs {
 
 /// `freet compare`: runs every arm and writes the comparison report.
 pub(crate) fn cmd_compare(a: CompareArgs) -> Result<()> {
-    let kappas = a
-        .kappa
-        .iter()
-        .map(|k| freet::model::config::KappaBits::parse(k.trim()).map_err(|e| anyhow!("--kappa {k:?}: {e}")))
-        .collect::<Result<Vec<_>>>()?;
+    let parse = |flag: &str, list: &[String]| {
+        list.iter()
+            .map(|k| freet::model::config::KappaBits::parse(k.trim()).map_err(|e| anyhow!("{flag} {k:?}: {e}")))
+            .collect::<Result<Vec<_>>>()
+    };
+    let kappas = parse("--kappa", &a.kappa)?;
+    let contrast_kappas = parse("--contrast-kappa", &a.contrast_kappa)?;
     if a.prompts == 0 || a.samples == 0 {
         bail!("--prompts and --samples must be at least 1");
     }
@@ -84,6 +97,9 @@ pub(crate) fn cmd_compare(a: CompareArgs) -> Result<()> {
         command: invoked_command(),
         stop: stop_flag()?,
         arms: a.arms,
+        contrast_bits: a.contrast_bits,
+        contrast_kappas,
+        jobs: a.jobs,
     };
     let results = freet::experiments::compare::run_compare(&o)?;
     println!("{} runs; report: {}", results.len(), o.report_dir.join("compare.md").display());

@@ -4,8 +4,11 @@
 
 use super::CompareOptions;
 use super::arms::Arm;
+use super::mi;
 use crate::config::RunConfig;
-use crate::data::tasks::{Countdown, Permutation, Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k};
+use crate::data::tasks::{
+    Countdown, HmmMixture, Permutation, Task, consistency, coverage, excess_nll_bits_per_seq, pass_at_k,
+};
 use crate::data::{Dataset, Split};
 use crate::eval::{BitsPerByte, EvalOptions, EvalReport, evaluate_with};
 use crate::generate::{GenerationZ, SampleOptions, generate_batch};
@@ -92,8 +95,10 @@ pub(super) fn evaluate_run(
     })
 }
 
-/// Exact task scores: excess NLL over the Bayes optimum where it is known; generation-scored
-/// metrics from samples drawn as in inference (prompt through the encoder, prior codes after).
+/// Exact task scores: excess NLL over the Bayes optimum where it is known; for a Free Transformer
+/// on a task with a hidden choice, the held-out lower bound on I(Z; hidden) ([`mi`]);
+/// generation-scored metrics from samples drawn as in inference (prompt through the encoder,
+/// prior codes after).
 fn task_metrics(
     model: &FreeTransformer,
     task: &Task,
@@ -108,14 +113,20 @@ fn task_metrics(
         m.insert("bayes_nll".into(), bayes);
         m.insert("excess_nll_bits_per_seq".into(), excess_nll_bits_per_seq(nll, bayes, task.seq_len() - 1));
     }
-    if matches!(task, Task::HmmMixture(_)) {
-        return Ok(());
+    if let Some(p) = mi::mi_z_hidden(model, task, seed, mi::MI_EXAMPLES) {
+        m.insert("mi_z_hidden_bits".into(), p.mi_bits);
+        m.insert("hidden_accuracy".into(), p.accuracy);
     }
     let drawn = PromptSamples::draw(model, task, seed, o)?;
     match task {
         Task::Permutation(perm) => permutation_metrics(model, task, perm, &drawn, seed, m)?,
+        Task::HmmMixture(hmm) => {
+            let chain = |p: &[u32], c: &[u32]| likeliest_chain(hmm, p, c);
+            let sets: Vec<Vec<usize>> =
+                drawn.samples.iter().enumerate().map(|(i, c)| chain(&drawn.prompts[i / drawn.k], c)).collect();
+            consistency_metrics(model, task, &drawn, &sets, seed, &chain, m)?;
+        }
         Task::Countdown(cd) => countdown_metrics(cd, &drawn, m),
-        Task::HmmMixture(_) => {}
     }
     Ok(())
 }
@@ -172,25 +183,57 @@ fn permutation_metrics(
     m.insert("validity".into(), valid as f64 / d.samples.len() as f64);
     let valid_sets: Vec<Vec<usize>> = sets.iter().filter(|s| !s.is_empty()).cloned().collect();
     m.insert("coverage".into(), coverage(&valid_sets, perm.n_perms()).normalized);
-    // Independent samples of the same prompt: how often two pick the same permutation.
-    let per_prompt: Vec<f64> = sets.chunks(k).filter_map(consistency).collect();
+    let matching = |p: &[u32], c: &[u32]| perm.matching_ks(p, c).unwrap_or_default();
+    consistency_metrics(model, task, d, &sets, seed, &matching, m)
+}
+
+/// The set of hidden choices of one completion of a prompt (empty: invalid, left out).
+type Choices<'a> = dyn Fn(&[u32], &[u32]) -> Vec<usize> + 'a;
+
+/// The chain a mixture sample follows: the argmax of the Bayes posterior over chains given the
+/// whole sequence (prompt then completion; the lowest index on a tie), as a one-element set;
+/// empty when no chain can produce it (or it holds a token outside the symbols).
+fn likeliest_chain(hmm: &HmmMixture, prompt: &[u32], completion: &[u32]) -> Vec<usize> {
+    let Ok(post) = hmm.chain_posterior(&[prompt, completion].concat()) else { return vec![] };
+    post.iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_finite())
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(vec![], |(i, _)| vec![i])
+}
+
+/// Consistency of the hidden choices: of independent samples of the same prompt (`sets`, the
+/// choices of `d.samples`), and, with a latent, of samples of different prompts sharing one prior
+/// Z ([`shared_z_consistency`]); `choices` maps (prompt, completion) to its set of choices.
+fn consistency_metrics(
+    model: &FreeTransformer,
+    task: &Task,
+    d: &PromptSamples,
+    sets: &[Vec<usize>],
+    seed: u64,
+    choices: &Choices,
+    m: &mut BTreeMap<String, f64>,
+) -> Result<()> {
+    // Independent samples of the same prompt: how often two pick the same choice.
+    let per_prompt: Vec<f64> = sets.chunks(d.k).filter_map(consistency).collect();
     if let Some(v) = mean(&per_prompt) {
         m.insert("consistency_independent".into(), v);
     }
-    if let Some(v) = shared_z_consistency(model, task, perm, d, seed)? {
+    if let Some(v) = shared_z_consistency(model, task, d, seed, choices)? {
         m.insert("consistency_shared_z".into(), v);
     }
     Ok(())
 }
 
-/// One shared prior Z per group of different prompts: does Z pick the permutation? Mean
-/// consistency over the groups; `None` without a latent or without a scorable group.
+/// One shared prior Z per group of different prompts: does Z pick the hidden choice (the
+/// permutation, the chain)? Mean consistency over the groups; `None` without a latent or without
+/// a scorable group.
 fn shared_z_consistency(
     model: &FreeTransformer,
     task: &Task,
-    perm: &Permutation,
     d: &PromptSamples,
     seed: u64,
+    choices: &Choices,
 ) -> Result<Option<f64>> {
     let Some(lat) = model.latent() else { return Ok(None) };
     let prompts = &d.prompts;
@@ -207,7 +250,7 @@ fn shared_z_consistency(
     let comp = completions(&g.tokens, d.p_len)?;
     let mut groups: BTreeMap<u64, Vec<Vec<usize>>> = BTreeMap::new();
     for (i, c) in comp.iter().enumerate() {
-        groups.entry(ids[i]).or_default().push(perm.matching_ks(&prompts[i], c).unwrap_or_default());
+        groups.entry(ids[i]).or_default().push(choices(&prompts[i], c));
     }
     let per_group: Vec<f64> = groups.values().filter_map(|g| consistency(g)).collect();
     Ok(mean(&per_group))
@@ -234,4 +277,89 @@ fn countdown_metrics(cd: &Countdown, d: &PromptSamples, m: &mut BTreeMap<String,
 fn completions(tokens: &Tensor, p_len: usize) -> Result<Vec<Vec<u32>>> {
     let rows = Vec::<Vec<i64>>::try_from(tokens.to_device(Device::Cpu)).map_err(|e| anyhow!("samples: {e}"))?;
     Ok(rows.into_iter().map(|r| r[p_len..].iter().map(|&v| v as u32).collect()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::experiments::compare::base_config;
+    use crate::experiments::compare::tests::opts;
+
+    /// An untrained `--quick` model of the built-in `task`, with or without the latent, its task,
+    /// a few validation rows and the options.
+    fn quick(task: &str, latent: bool) -> (FreeTransformer, Task, Vec<Vec<Vec<u32>>>, CompareOptions) {
+        let mut o = opts(task);
+        // Shared-Z groups are prompts i ≡ j (mod samples): two groups of four prompts.
+        (o.quick, o.prompts, o.samples) = (true, 8, 2);
+        o.overrides = vec![format!("model.latent.enabled={latent}")];
+        let (_, run) = base_config(&o).unwrap();
+        let model = FreeTransformer::new(&run.model, Device::Cpu, 1).unwrap();
+        let Dataset::Task(task) = run.dataset().unwrap() else { panic!("{task} is a task") };
+        let val = task.val_batches(1, 4);
+        (model, task, val, o)
+    }
+
+    /// `task_metrics` of a quick model.
+    fn scores(
+        model: &FreeTransformer,
+        task: &Task,
+        val: &[Vec<Vec<u32>>],
+        o: &CompareOptions,
+    ) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        task_metrics(model, task, val, 2.0, 1, o, &mut m).unwrap();
+        m
+    }
+
+    #[test]
+    fn hmm_and_permutation_metrics_have_consistency_and_mi_deterministically() {
+        for name in ["hmm", "permutation"] {
+            let (model, task, val, o) = quick(name, true);
+            let k = match &task {
+                Task::HmmMixture(t) => t.n_chains(),
+                Task::Permutation(t) => t.n_perms(),
+                Task::Countdown(_) => unreachable!(),
+            };
+            let m = scores(&model, &task, &val, &o);
+            // Every HMM sample has a likeliest chain; an untrained model's permutation samples are
+            // all invalid, so only the bound is there.
+            let keys: &[&str] = match name {
+                "hmm" => &["consistency_independent", "consistency_shared_z", "mi_z_hidden_bits", "hidden_accuracy"],
+                _ => &["mi_z_hidden_bits", "hidden_accuracy"],
+            };
+            for key in keys {
+                let v = m.get(*key).unwrap_or_else(|| panic!("{name}: no {key} in {m:?}"));
+                assert!(v.is_finite(), "{name}: {key} = {v}");
+            }
+            // An untrained encoder's bits are noise: the bound is about 0.
+            assert!(m["mi_z_hidden_bits"].abs() < 0.05, "{name}: {m:?}");
+            assert!(m["mi_z_hidden_bits"] <= (k as f64).log2(), "{name}: {m:?}");
+            for key in ["consistency_independent", "consistency_shared_z", "hidden_accuracy"] {
+                assert!(m.get(key).is_none_or(|v| (0.0..=1.0).contains(v)), "{name}: {key} {m:?}");
+            }
+            // The same model gives the same numbers.
+            assert_eq!(scores(&model, &task, &val, &o), m, "{name}");
+            // A baseline has no latent: no I(Z; hidden), no shared Z.
+            let (base, task, val, o) = quick(name, false);
+            let b = scores(&base, &task, &val, &o);
+            assert_eq!(b.contains_key("consistency_independent"), name == "hmm", "{name}: {b:?}");
+            for key in ["consistency_shared_z", "mi_z_hidden_bits", "hidden_accuracy"] {
+                assert!(!b.contains_key(key), "{name}: baseline has {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_likeliest_chain_of_a_sample_is_its_true_chain_when_the_chains_differ() {
+        // Two chains that each stay on one symbol with probability 0.9 (symbol 0 vs symbol 1).
+        let (a, b) = (vec![vec![0.9, 0.1], vec![0.9, 0.1]], vec![vec![0.1, 0.9], vec![0.1, 0.9]]);
+        let hmm = HmmMixture::from_matrices(&[a, b], 8, 1, 0).unwrap();
+        assert_eq!(likeliest_chain(&hmm, &[1], &[0, 0, 0, 0, 0, 0, 0]), vec![0]);
+        assert_eq!(likeliest_chain(&hmm, &[0], &[1, 1, 1, 1, 0, 1, 1]), vec![1]);
+        // A token outside the symbols makes no choice; a tie goes to the lowest index.
+        assert_eq!(likeliest_chain(&hmm, &[0], &[5, 0, 0, 0, 0, 0, 0]), Vec::<usize>::new());
+        let m = vec![vec![0.5, 0.5], vec![0.2, 0.8]];
+        let twins = HmmMixture::from_matrices(&[m.clone(), m.clone(), m], 8, 1, 0).unwrap();
+        assert_eq!(likeliest_chain(&twins, &[0], &[1, 1, 0, 1, 0, 0, 1]), vec![0]);
+    }
 }

@@ -7,14 +7,16 @@
 //! `metrics`, the report in `report`.
 
 mod arms;
+mod findings;
 mod metrics;
+mod mi;
 mod report;
 
 pub use arms::{Arm, arms};
 pub use metrics::{COLLAPSE_FRACTION, RunResult};
 
 use crate::config::RunConfig;
-use crate::experiments::harness::{ArmRunner, Finished, quick_overrides};
+use crate::experiments::harness::{ArmRunner, Finished, jobs_threads_override, quick_overrides, run_parallel};
 use crate::model::config::KappaBits;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -24,10 +26,12 @@ use std::time::Instant;
 use tch::Device;
 
 /// Built-in task configs (`experiments/compare/*.toml`).
-pub const TASKS: [(&str, &str); 3] = [
+/// `text` reads files that `scripts/prepare-shakespeare.sh all` writes under `runs/data/`.
+pub const TASKS: [(&str, &str); 4] = [
     ("hmm", include_str!("../../../experiments/compare/hmm.toml")),
     ("permutation", include_str!("../../../experiments/compare/permutation.toml")),
     ("countdown", include_str!("../../../experiments/compare/countdown.toml")),
+    ("text", include_str!("../../../experiments/compare/text.toml")),
 ];
 
 /// Overrides of `--quick`: a tiny model, few steps (a smoke test).
@@ -45,7 +49,7 @@ pub const QUICK: [&str; 8] = [
 /// Settings of one comparison.
 #[derive(Debug, Clone)]
 pub struct CompareOptions {
-    /// Task name (`hmm`, `permutation`, `countdown`) or a path to a run config (e.g. real text).
+    /// Task name (`hmm`, `permutation`, `countdown`, `text`) or a path to a run config.
     pub task: String,
     /// Seeds per arm (`train.seed = 1..=seeds`).
     pub seeds: usize,
@@ -79,13 +83,30 @@ pub struct CompareOptions {
     pub stop: Arc<AtomicBool>,
     /// Only these arms ([`arms::select`]: an arm's name or `ft`); empty means all.
     pub arms: Vec<String>,
+    /// H of the contrast arms (None: no contrast arm).
+    pub contrast_bits: Option<usize>,
+    /// κ values of the contrast arms, in bits.
+    pub contrast_kappas: Vec<KappaBits>,
+    /// Runs trained at once (each on `cores / jobs` CPU threads unless `train.threads` is set).
+    pub jobs: usize,
 }
 
 /// Loads the task's base config (built-in name or a TOML path) with the user's overrides.
 pub fn base_config(o: &CompareOptions) -> Result<(String, RunConfig)> {
-    let overrides = quick_overrides(o.quick, &QUICK, &o.overrides);
+    let mut overrides = quick_overrides(o.quick, &QUICK, &o.overrides);
+    if let Some(threads) = jobs_threads_override(o.jobs, o.device, &o.overrides, "compare") {
+        overrides.insert(0, threads);
+    }
     if let Some((name, text)) = TASKS.iter().find(|(n, _)| *n == o.task) {
         let run = RunConfig::from_toml_str(text, &format!("experiments/compare/{name}.toml"), &overrides)?;
+        if let crate::data::DataConfig::Text { path, tokenizer, .. } = &run.data
+            && let Some(missing) = std::iter::once(path).chain(tokenizer).find(|p| !p.exists())
+        {
+            bail!(
+                "--task {name}: {} does not exist; run `bash scripts/prepare-shakespeare.sh all` first",
+                missing.display()
+            );
+        }
         return Ok((name.to_string(), run));
     }
     let path = Path::new(&o.task);
@@ -101,44 +122,77 @@ pub fn base_config(o: &CompareOptions) -> Result<(String, RunConfig)> {
     )
 }
 
+/// One training of a comparison: an arm at a seed, its config and its directory.
+struct Job<'a> {
+    arm: &'a Arm,
+    seed: u64,
+    run: RunConfig,
+    dir: PathBuf,
+}
+
 /// Runs the comparison and writes the report; returns every run's result.
 pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
     if o.seeds == 0 {
         bail!("--seeds must be at least 1");
     }
+    if o.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
     let t0 = Instant::now();
     let (task_name, base) = base_config(o)?;
-    let arms = arms::select(arms(&base, &o.kappas), &o.arms).map_err(|e| anyhow::anyhow!("--arms: {e}"))?;
+    let arms = arms::select(arms(&base, &o.kappas, o.contrast_bits, &o.contrast_kappas), &o.arms)
+        .map_err(|e| anyhow::anyhow!("--arms: {e}"))?;
     std::fs::create_dir_all(&o.report_dir).with_context(|| format!("cannot create {}", o.report_dir.display()))?;
-    let runner = ArmRunner {
-        device: o.device,
-        progress: o.progress,
-        stop: Arc::clone(&o.stop),
-        reuse: o.reuse,
-        tag: "compare",
-        bars: None,
-    };
-    let mut results = vec![];
+    let text = toml::to_string(&base).context("serialising the task config")?;
+    let mut plan = vec![];
     for arm in &arms {
         for seed in 1..=o.seeds as u64 {
             let mut ov = arm.overrides.clone();
             ov.push(format!("train.seed={seed}"));
-            let text = toml::to_string(&base).context("serialising the task config")?;
-            let source = format!("{task_name} / {}", arm.name);
+            let run = RunConfig::from_toml_str(&text, &format!("{task_name} / {}", arm.name), &ov)?;
             let dir = o.out.join("models").join(arms::slug(&arm.name)).join(format!("seed{seed}"));
-            let (run, Finished { model, train_seconds: secs, .. }) =
-                runner.run(&format!("{} seed {seed}", arm.name), &text, &source, &ov, &dir)?;
-            eprintln!("[compare] {} seed {seed}: evaluating", arm.name);
-            let r = metrics::evaluate_run(&model, &run, arm, seed, secs, o)?;
-            eprintln!(
-                "[compare] {} seed {seed}: NLL bound {:.4} nats/token{}",
-                arm.name,
-                r.eval.headline_nats(),
-                if r.collapsed { " (collapsed)" } else { "" }
-            );
-            results.push(r);
+            plan.push(Job { arm, seed, run, dir });
         }
     }
+    let jobs = o.jobs.min(plan.len());
+    // With several runs at once, a failing run stops the others through a flag of their own; the
+    // user's stop flag is copied into it (see `run_parallel`).
+    let stop = if jobs > 1 { Arc::new(AtomicBool::new(false)) } else { Arc::clone(&o.stop) };
+    let runner = ArmRunner {
+        device: o.device,
+        progress: o.progress,
+        stop: Arc::clone(&stop),
+        reuse: o.reuse,
+        tag: "compare",
+        bars: (jobs > 1 && o.progress).then(indicatif::MultiProgress::new),
+    };
+    let one = |j: &Job| -> Result<RunResult> {
+        let label = format!("{} seed {}", j.arm.name, j.seed);
+        let Finished { model, train_seconds, .. } =
+            runner.train(&j.run, &j.dir, &label).with_context(|| label.clone())?;
+        if o.device == Device::Cpu && j.run.train.threads > 0 {
+            // This thread's libtorch threads (a reused run never went through the trainer).
+            tch::set_num_threads(j.run.train.threads as i32);
+        }
+        runner.say(&format!("[compare] {label}: evaluating"));
+        let r = metrics::evaluate_run(&model, &j.run, j.arm, j.seed, train_seconds, o)?;
+        runner.say(&format!(
+            "[compare] {label}: NLL bound {:.4} nats/token{}",
+            r.eval.headline_nats(),
+            if r.collapsed { " (collapsed)" } else { "" }
+        ));
+        Ok(r)
+    };
+    let results: Vec<RunResult> = if jobs == 1 {
+        plan.iter().map(one).collect::<Result<_>>()?
+    } else {
+        // The costliest first: Free Transformers by their number of codes, then by steps.
+        let cost = |j: &Job| {
+            let lat = &j.run.model.latent;
+            (if lat.enabled { lat.bits } else { 0 }, j.run.train.steps)
+        };
+        run_parallel(&plan, cost, jobs, &o.stop, &stop, "compare", &one)?
+    };
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
     report::write_report(&task_name, &base, &arms, &results, o, minutes)?;
     eprintln!("[compare] done in {minutes:.1} min; report: {}", o.report_dir.join("compare.md").display());
@@ -169,17 +223,26 @@ mod tests {
             command: "test".into(),
             stop: Arc::new(AtomicBool::new(false)),
             arms: vec![],
+            contrast_bits: None,
+            contrast_kappas: vec![],
+            jobs: 1,
         }
     }
 
     #[test]
     fn every_built_in_task_config_is_valid_and_unknown_tasks_are_errors() {
-        for (name, _) in TASKS {
+        for (name, text) in TASKS {
+            if name == "text" {
+                // Its corpus is prepared by a script under runs/; parse the config alone here.
+                let run = RunConfig::from_toml_str(text, "text.toml", &[]).unwrap();
+                assert!(run.model.latent.enabled && matches!(run.data, crate::data::DataConfig::Text { .. }));
+                continue;
+            }
             let (n, run) = base_config(&opts(name)).unwrap();
             assert_eq!(n, name);
             assert!(run.model.latent.enabled);
         }
         let e = base_config(&opts("nope")).unwrap_err().to_string();
-        assert!(e.contains("hmm, permutation, countdown"), "{e}");
+        assert!(e.contains("hmm, permutation, countdown, text"), "{e}");
     }
 }

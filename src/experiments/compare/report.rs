@@ -19,7 +19,7 @@ struct MetricInfo {
 }
 
 /// The metrics a report may show, in column order (a column appears when some run has the metric).
-const METRICS: [MetricInfo; 14] = [
+const METRICS: [MetricInfo; 16] = [
     MetricInfo { key: "nll", label: "NLL bound (nats/token)", digits: 4 },
     MetricInfo { key: "bits_per_byte", label: "NLL bound (bits/byte)", digits: 4 },
     MetricInfo { key: "excess_nll_bits_per_seq", label: "excess NLL over Bayes (bits/seq)", digits: 2 },
@@ -31,14 +31,19 @@ const METRICS: [MetricInfo; 14] = [
     MetricInfo { key: "coverage", label: "coverage (norm. entropy)", digits: 3 },
     MetricInfo { key: "consistency_shared_z", label: "consistency, shared Z", digits: 3 },
     MetricInfo { key: "consistency_independent", label: "consistency, independent", digits: 3 },
+    MetricInfo { key: "mi_z_hidden_bits", label: "I(Z; hidden) lower bound (bits)", digits: 3 },
+    MetricInfo { key: "hidden_accuracy", label: "hidden choice from Z (held-out accuracy)", digits: 3 },
     MetricInfo { key: "pass_at_1", label: "pass@1", digits: 3 },
     MetricInfo { key: "pass_at_8", label: "pass@8", digits: 3 },
     MetricInfo { key: "distinct_valid", label: "distinct valid answers / prompt", digits: 2 },
 ];
 
+/// The name of the Free Transformer arms' series in the plots (the task config's H).
+const FT_SERIES: &str = "Free Transformer";
+
 /// The metrics plotted against κ.
-const PLOTTED: [&str; 6] =
-    ["nll", "excess_nll_bits_per_seq", "validity", "pass_at_1", "consistency_shared_z", "kl_bits"];
+const PLOTTED: [&str; 7] =
+    ["nll", "excess_nll_bits_per_seq", "validity", "pass_at_1", "consistency_shared_z", "mi_z_hidden_bits", "kl_bits"];
 
 /// Writes `results.json`, the plots and `compare.md` into `o.report_dir`.
 pub(super) fn write_report(
@@ -71,7 +76,7 @@ fn write_plots(results: &[RunResult], arms: &[Arm], dir: &Path) -> Result<Vec<(S
     let mut files = vec![];
     for info in METRICS.iter().filter(|i| PLOTTED.contains(&i.key)) {
         let series = plot_series(results, arms, info.key, (lo, hi));
-        if !series.iter().any(|s| s.name == "Free Transformer" && !s.points.is_empty()) {
+        if !series.iter().any(|s| (s.name == FT_SERIES || s.name.starts_with("FT H=")) && !s.points.is_empty()) {
             continue;
         }
         let file = format!("{}.svg", info.key);
@@ -88,9 +93,10 @@ fn write_plots(results: &[RunResult], arms: &[Arm], dir: &Path) -> Result<Vec<(S
 }
 
 /// The series of one metric plot: each baseline a flat line over the κ range `(lo, hi)`, the
-/// Free Transformer arms one line of mean ± 95 % CI points at their κ.
+/// Free Transformer arms one line of mean ± 95 % CI points at their κ (contrast arms, of another H,
+/// a line of their own).
 fn plot_series(results: &[RunResult], arms: &[Arm], key: &str, (lo, hi): (f64, f64)) -> Vec<Series> {
-    let mut series = vec![];
+    let mut series: Vec<Series> = vec![];
     for a in arms {
         let pts: Vec<f64> = values(results, &a.name, key).collect();
         let Some(ci) = MeanCi::of(&pts) else { continue };
@@ -98,10 +104,15 @@ fn plot_series(results: &[RunResult], arms: &[Arm], key: &str, (lo, hi): (f64, f
         match a.kappa_bits {
             None => series.push(Series { name: a.name.clone(), points: vec![(lo, ci.mean, 0.0), (hi, ci.mean, 0.0)] }),
             Some(k) => {
-                if series.last().is_none_or(|s: &Series| s.name != "Free Transformer") {
-                    series.push(Series { name: "Free Transformer".into(), points: vec![] });
-                }
-                series.last_mut().expect("just pushed").points.push((k, ci.mean, err));
+                let name = a.bits.map_or(FT_SERIES.to_string(), |h| format!("FT H={h}"));
+                let i = match series.iter().position(|s| s.name == name) {
+                    Some(i) => i,
+                    None => {
+                        series.push(Series { name, points: vec![] });
+                        series.len() - 1
+                    }
+                };
+                series[i].points.push((k, ci.mean, err));
             }
         }
     }
@@ -118,7 +129,10 @@ fn report(
     minutes: f64,
     plots: &[(String, String)],
 ) -> String {
-    let mut s = report_intro(task, base, results, o, minutes);
+    let mut s = report_head(task, results, o, minutes);
+    s += &super::findings::findings(task, arms, results);
+    s += "\n## Setup and results\n\n";
+    s += &report_setup(base, o);
     s += &arm_table(arms, results);
     if let Some(b) = results.iter().find_map(|r| r.metrics.get("bayes_nll")) {
         let _ = writeln!(s, "\nBayes-optimal NLL of the validation set: {b:.4} nats/token (known by construction).");
@@ -133,10 +147,8 @@ fn report(
     s
 }
 
-/// Title, provenance (command, date, machine, times), the model and training settings, and how to
-/// read the table.
-fn report_intro(task: &str, base: &RunConfig, results: &[RunResult], o: &CompareOptions, minutes: f64) -> String {
-    let m = &base.model;
+/// Title and provenance (command, date, machine, times).
+fn report_head(task: &str, results: &[RunResult], o: &CompareOptions, minutes: f64) -> String {
     let mut s = format!("# freet compare: {task}\n\n");
     let _ = writeln!(
         s,
@@ -149,6 +161,13 @@ fn report_intro(task: &str, base: &RunConfig, results: &[RunResult], o: &Compare
         results.iter().map(|r| r.train_seconds).sum::<f64>() / 60.0,
         results.len()
     );
+    s
+}
+
+/// The model and training settings, and how to read the table.
+fn report_setup(base: &RunConfig, o: &CompareOptions) -> String {
+    let m = &base.model;
+    let mut s = String::new();
     let _ = writeln!(
         s,
         "Model: d_model {}, {} blocks, {} heads ({} KV), FFN {}, H = {} bits; {} steps of {} sequences, lr {}; \

@@ -7,7 +7,7 @@ use crate::data::{SYNTH_LEN, Tokenizer};
 use crate::eval::{EvalReport, evaluate};
 use crate::experiments::figure4::agreement::{self, Contrast};
 use crate::experiments::figure4::{self, CHANCE_POSITION_AGREEMENT, Group, Panel, RegimeMetrics};
-use crate::experiments::harness::{ArmRunner, Finished, quick_overrides};
+use crate::experiments::harness::{ArmRunner, Finished, jobs_threads_override, quick_overrides, run_parallel};
 use crate::generate::{GenerationZ, SampleOptions, decode_rows, generate_batch};
 use crate::model::FreeTransformer;
 use crate::model::config::{FreeBits, PostSamplerInit};
@@ -18,8 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 use tch::{Device, Tensor};
 
@@ -128,14 +127,8 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     }
     let mut overrides = quick_overrides(o.quick, &QUICK, &o.overrides);
     let user_sets = |key: &str| o.overrides.iter().any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == key));
-    if o.jobs > 1 && o.device == Device::Cpu && !user_sets("train.threads") {
-        // Arms training at once share the cores instead of each taking all of them. The count
-        // follows --jobs, not the arms selected, so that `--arms X --reuse` with the same --jobs
-        // finds the runs of a full experiment (their configs record the thread count).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = (cores / o.jobs).max(1);
-        eprintln!("[figure4] --jobs {}: {threads} CPU thread(s) per training ({cores} cores)", o.jobs);
-        overrides.insert(0, format!("train.threads={threads}"));
+    if let Some(threads) = jobs_threads_override(o.jobs, o.device, &o.overrides, "figure4") {
+        overrides.insert(0, threads);
     }
     let mut plan = Vec::new();
     for (name, text) in ARMS.into_iter().filter(|(n, _)| o.arms.is_empty() || o.arms.iter().any(|a| a == n)) {
@@ -170,7 +163,7 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     let measured: Vec<(ArmResult, ArmSamples)> = if jobs == 1 {
         plan.iter().map(arm).collect::<Result<_>>()?
     } else {
-        run_parallel(&plan, jobs, &o.stop, &stop, &arm)?
+        run_parallel(&plan, |(_, run)| run.train.steps, jobs, &o.stop, &stop, "figure4", &arm)?
     };
     let (results, all_samples): (Vec<ArmResult>, Vec<ArmSamples>) = measured.into_iter().unzip();
     let total = t0.elapsed().as_secs_f64();
@@ -195,91 +188,6 @@ fn scaled_warm_steps(text: &str, source: &str, overrides: &[String]) -> Result<O
     }
     let warm = (own.kappa_warm_steps as f64 * steps as f64 / own.steps as f64).round() as u64;
     Ok(Some(warm.clamp(1, steps)))
-}
-
-/// Trains and measures the arms of `plan` on `jobs` worker threads, the longest arms first; returns
-/// the results in `plan`'s order. `stop` is the flag the arms' trainings watch: the user's flag
-/// `user_stop` is copied into it, and a failure (or a panic) raises it so that the other trainings
-/// end at their next step. The error returned is the first in `plan`'s order that is not such an
-/// interruption; the others are printed.
-fn run_parallel<T: Send>(
-    plan: &[(&str, RunConfig)],
-    jobs: usize,
-    user_stop: &AtomicBool,
-    stop: &AtomicBool,
-    arm: &(dyn Fn(&(&str, RunConfig)) -> Result<T> + Sync),
-) -> Result<Vec<T>> {
-    let mut order: Vec<usize> = (0..plan.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(plan[i].1.train.steps));
-    let queue = Mutex::new(order.into_iter());
-    let slots: Vec<Mutex<Option<Result<T>>>> = plan.iter().map(|_| Mutex::new(None)).collect();
-    let workers_left = std::sync::atomic::AtomicUsize::new(jobs);
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while workers_left.load(Ordering::SeqCst) > 0 {
-                if user_stop.load(Ordering::SeqCst) {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        });
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                let _done = CountDown(&workers_left);
-                let _guard = StopOnPanic(stop);
-                while !stop.load(Ordering::SeqCst) {
-                    let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).next() else { break };
-                    let r = arm(&plan[i]);
-                    if r.is_err() {
-                        stop.store(true, Ordering::SeqCst);
-                    }
-                    *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-                }
-            });
-        }
-    });
-    let (mut out, mut errors) = (Vec::with_capacity(plan.len()), Vec::new());
-    for slot in slots {
-        match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(Ok(t)) => out.push(t),
-            Some(Err(e)) => errors.push(e),
-            None => {}
-        }
-    }
-    // The cause, not an arm interrupted because of it (or by the user, if nothing failed).
-    let cause = errors.iter().position(|e| !format!("{e:#}").contains("interrupted")).unwrap_or(0);
-    match (errors.is_empty(), out.len() == plan.len()) {
-        (false, _) => {
-            let cause = errors.swap_remove(cause);
-            for e in &errors {
-                eprintln!("[figure4] also: {e:#}");
-            }
-            Err(cause)
-        }
-        (true, true) => Ok(out),
-        (true, false) => bail!("interrupted; rerun with --reuse to keep finished runs"),
-    }
-}
-
-/// Counts a worker out when it ends, however it ends.
-struct CountDown<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for CountDown<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Raises the stop flag if its worker thread unwinds from a panic, so that the other arms stop too
-/// instead of training on while the experiment is already lost.
-struct StopOnPanic<'a>(&'a AtomicBool);
-
-impl Drop for StopOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
 }
 
 /// Evaluates one trained arm, samples its regime groups and its figure panel, and logs the headline.
@@ -666,50 +574,5 @@ mod tests {
         assert_eq!(scaled(&["train.steps=1"]), Some(1), "never below one step nor above the run");
         let baseline = ARMS[0].1;
         assert_eq!(scaled_warm_steps(baseline, "baseline", &["train.steps=40".into()]).unwrap(), None);
-    }
-
-    #[test]
-    fn a_failing_arm_stops_the_others_and_is_the_error_reported() {
-        let plan: Vec<(&str, RunConfig)> = ARMS[..3]
-            .iter()
-            .map(|(n, t)| (*n, RunConfig::from_toml_str(t, n, &["train.steps=40".into()]).unwrap()))
-            .collect();
-        let (user, stop) = (AtomicBool::new(false), AtomicBool::new(false));
-        // The failing arm waits until another has started, which then runs until it is stopped.
-        let started = std::sync::atomic::AtomicUsize::new(0);
-        let arm = |(name, _): &(&str, RunConfig)| -> Result<usize> {
-            started.fetch_add(1, Ordering::SeqCst);
-            if *name == "kappa-1-64" {
-                while started.load(Ordering::SeqCst) < 2 {
-                    std::thread::yield_now();
-                }
-                bail!("arm {name}: out of disk");
-            }
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            bail!("arm {name}: interrupted; rerun with --reuse to keep finished runs")
-        };
-        let err = run_parallel(&plan, 2, &user, &stop, &arm).unwrap_err().to_string();
-        assert_eq!(err, "arm kappa-1-64: out of disk", "the cause, not the arm it interrupted");
-        assert!(!user.load(Ordering::SeqCst), "the user's stop flag is left alone");
-        assert!(started.load(Ordering::SeqCst) < 3, "no arm starts after the failure");
-
-        // The user's stop reaches the arms, and nothing that ran is lost from the error.
-        let (user, stop) = (AtomicBool::new(true), AtomicBool::new(false));
-        let wait = |(name, _): &(&str, RunConfig)| -> Result<usize> {
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            bail!("arm {name}: interrupted; rerun with --reuse to keep finished runs")
-        };
-        let err = run_parallel(&plan, 2, &user, &stop, &wait).unwrap_err().to_string();
-        assert!(err.contains("interrupted"), "{err}");
-
-        // Every arm fine: results in the plan's order, whatever order they ran in.
-        let (user, stop) = (AtomicBool::new(false), AtomicBool::new(false));
-        let index =
-            |(name, _): &(&str, RunConfig)| -> Result<usize> { Ok(ARMS.iter().position(|(n, _)| n == name).unwrap()) };
-        assert_eq!(run_parallel(&plan, 2, &user, &stop, &index).unwrap(), vec![0, 1, 2]);
     }
 }
