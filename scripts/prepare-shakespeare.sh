@@ -39,6 +39,7 @@ fi
 if [ "$which" = all ]; then
   tok=runs/data/shakespeare-all-bpe.json
   if [ ! -f "$tok" ]; then
+    [ -x target/release/freet ] || { echo "build freet first: scripts/with-env cargo build --release" >&2; exit 1; }
     bytes=$(wc -c < "$out")
     head -c $((bytes * 9 / 10)) "$out" > runs/data/shakespeare-all.train90.txt
     scripts/with-env target/release/freet tokenizer train --files runs/data/shakespeare-all.train90.txt \

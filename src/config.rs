@@ -371,6 +371,33 @@ impl RunConfig {
 
 /// Building what a run config names: its tokenizer and its dataset.
 impl RunConfig {
+    /// The settings where `other` differs from this config, as `key: this → other` in key order
+    /// (empty when equal), e.g. `train.steps: 3600 → 4800`.
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        /// Collects the differing leaves of two JSON trees under `prefix`.
+        fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+            use serde_json::Value::Object;
+            match (a, b) {
+                (Object(x), Object(y)) => {
+                    let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                    for k in keys {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let null = serde_json::Value::Null;
+                        walk(&key, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                    }
+                }
+                _ if a != b => out.push(format!("{prefix}: {a} → {b}")),
+                _ => {}
+            }
+        }
+        let json = |c: &RunConfig| serde_json::to_value(c).unwrap_or(serde_json::Value::Null);
+        let mut out = vec![];
+        walk("", &json(self), &json(other), &mut out);
+        out
+    }
+}
+
+impl RunConfig {
     /// Builds the dataset a run config names, with the tokenizer it names ([`RunConfig::tokenizer`]).
     pub fn dataset(&self) -> Result<Dataset> {
         self.dataset_with(self.tokenizer()?)
@@ -443,6 +470,15 @@ pub fn apply_override(root: &mut toml::Value, spec: &str) -> Result<(), ConfigEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differences_name_each_changed_setting_in_key_order() {
+        let text = include_str!("../experiments/compare/permutation.toml");
+        let a = RunConfig::from_toml_str(text, "p", &[]).unwrap();
+        assert!(a.differences(&a.clone()).is_empty());
+        let b = RunConfig::from_toml_str(text, "p", &["train.steps=10".into(), "model.d_model=32".into()]).unwrap();
+        assert_eq!(a.differences(&b), ["model.d_model: 64 → 32", "train.steps: 3600 → 10"]);
+    }
 
     const BASE: &str = r#"
 [model]

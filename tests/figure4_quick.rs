@@ -95,6 +95,14 @@ fn quick_experiment_report_is_complete_and_computed_from_samples() {
     assert_eq!(results.len(), 1);
     assert!(results[0].reused && results[0].name == "kappa-1");
     assert_eq!((&results[0].fresh, &results[0].shared), (&kappa_1.fresh, &kappa_1.shared));
+    // A run reused at another thread count is still the same run; any other difference is an
+    // error that keeps the finished run.
+    let other_threads = Figure4Options { overrides: vec![format!("train.threads={}", threads + 1)], ..one.clone() };
+    assert!(run_figure4(&other_threads).unwrap()[0].reused, "train.threads alone does not retrain");
+    let changed = Figure4Options { overrides: vec!["train.lr=0.01".into()], ..one.clone() };
+    let err = format!("{:#}", run_figure4(&changed).unwrap_err());
+    assert!(err.contains("holds a finished run trained with other settings") && err.contains("train.lr"), "{err}");
+    assert!(tmp.path().join("work/models/kappa-1/metrics.jsonl").exists(), "the finished run is kept");
     let bad = Figure4Options { arms: vec!["kappa-2".into()], ..one };
     let err = run_figure4(&bad).unwrap_err().to_string();
     assert!(err.contains("unknown arm 'kappa-2'"), "{err}");

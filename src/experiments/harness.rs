@@ -102,19 +102,38 @@ pub struct Finished {
 }
 
 /// Trains `run` from scratch in `opts.out_dir`; with `reuse`, first loads the run already trained
-/// there to its final step with exactly this config. `tag` prefixes the progress lines. An
+/// there to its final step with this config. Only `train.threads` may differ (the run is reused and
+/// the difference printed); a finished run with any other difference is an error that names the
+/// settings, so that `--reuse` never deletes a finished run. `tag` prefixes the progress lines. An
 /// interrupted training is an error that suggests `--reuse`.
 pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &str) -> Result<Finished> {
     let dir = &opts.out_dir;
+    let bars = opts.bars.as_ref().map(|(m, _)| m);
     if reuse
         && let Ok(l) = checkpoint::load(dir, opts.device)
-        && l.state.as_ref().is_some_and(|s| s.step == run.train.steps && s.run == *run)
+        && let Some(s) = l.state.as_ref().filter(|s| s.step == s.run.train.steps)
     {
-        say(opts.bars.as_ref().map(|(m, _)| m), &format!("[{tag}] reusing {}", l.dir.display()));
+        let mut same_threads = s.run.clone();
+        same_threads.train.threads = run.train.threads;
+        let diff = same_threads.differences(run);
+        if !diff.is_empty() {
+            bail!(
+                "--reuse: {} holds a finished run trained with other settings ({}); it is kept: remove it or \
+                 choose another --out",
+                dir.display(),
+                diff.join(", ")
+            );
+        }
+        let threads = if s.run.train.threads == run.train.threads {
+            String::new()
+        } else {
+            format!(" (trained with train.threads = {}, measured with {})", s.run.train.threads, run.train.threads)
+        };
+        say(bars, &format!("[{tag}] reusing {}{threads}", l.dir.display()));
         return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
     }
     let _ = std::fs::remove_dir_all(dir);
-    say(opts.bars.as_ref().map(|(m, _)| m), &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
+    say(bars, &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
     let s = train(run, opts)?;
     if s.interrupted {
         bail!("interrupted; rerun with --reuse to keep finished runs");

@@ -145,6 +145,11 @@ mod tests {
         // Equal variances and sizes: df = 2(n − 1) = 4.
         let e = DiffCi::welch(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]).unwrap();
         assert!((e.ci95 - 2.776 * (2.0f64 / 3.0).sqrt()).abs() < 1e-12 && e.excludes_zero());
+        // Unequal variances and sizes: a = {0, 2} (s² = 2, n 2), b = {0, 1, 2, 3, 4} (s² = 2.5, n 5):
+        // se² = 1 + 0.5 = 1.5, df = 2.25 / (1/1 + 0.25/4) = 2.1176… → 2.
+        let u = DiffCi::welch(&[0.0, 2.0], &[0.0, 1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!(u.diff, -1.0);
+        assert!((u.ci95 - 4.303 * 1.5f64.sqrt()).abs() < 1e-12, "{u:?}");
         let c = DiffCi::welch(&[1.0, 1.0], &[0.5, 0.5]).unwrap();
         assert_eq!((c.diff, c.ci95, c.excludes_zero()), (0.5, 0.0, true));
         assert!(DiffCi::welch(&[1.0], &[1.0, 2.0]).is_none() && DiffCi::welch(&[1.0, f64::NAN], &[1.0, 2.0]).is_none());

@@ -29,8 +29,8 @@ pub(crate) struct CompareArgs {
     /// κ of the contrast arms, in bits (comma-separated; fractions allowed).
     #[arg(long, default_value = "1", value_delimiter = ',')]
     contrast_kappa: Vec<String>,
-    /// Runs trained at once, each on cores / N CPU threads (recorded in the run configs: --reuse
-    /// needs the same --jobs, or --set train.threads to the same count).
+    /// Runs trained at once, the costliest first, each on cores / N CPU threads (recorded in the
+    /// run configs; --reuse finds earlier runs at any thread count).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Working directory (models under models/).

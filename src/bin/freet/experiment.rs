@@ -36,9 +36,9 @@ pub(crate) struct Figure4Args {
     #[arg(long, value_delimiter = ',')]
     arms: Vec<String>,
     /// Arms trained at once, longest first. Each gets cores / jobs CPU threads unless
-    /// --set train.threads=N says otherwise; the count is part of the run config, so --reuse
-    /// finds earlier runs only with the same --jobs on the same core count (or the same
-    /// --set train.threads).
+    /// --set train.threads=N says otherwise. --reuse finds earlier runs at any thread count, but
+    /// results are deterministic per thread count: re-measure with the same --jobs to get the
+    /// same numbers.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Override a value in every arm's config (repeatable).

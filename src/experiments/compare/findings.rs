@@ -5,6 +5,9 @@
 
 use super::arms::Arm;
 use super::metrics::RunResult;
+use crate::config::RunConfig;
+use crate::data::DataConfig;
+use crate::data::tasks::TaskSpec;
 use crate::report::stats::{DiffCi, MeanCi};
 use std::fmt::Write as _;
 
@@ -44,13 +47,21 @@ fn shown(results: &[RunResult], arm: &str, key: &str, digits: usize) -> String {
     MeanCi::of(&vals(results, arm, key)).map_or("–".into(), |c| c.render(digits))
 }
 
-/// The budget sentence: did the baseline learn the task (issue 15's targets)?
-fn budget(task: &str, results: &[RunResult]) -> Option<String> {
-    let (key, target, label, at_least) = match task {
-        "permutation" => ("validity", 0.8, "validity", true),
-        "hmm" => ("excess_nll_bits_per_seq", 0.3, "excess NLL over Bayes (bits/seq)", false),
-        "countdown" => ("pass_at_1", f64::NAN, "pass@1", true),
-        _ => return None,
+/// The task of a run config, if it is one.
+fn task_spec(base: &RunConfig) -> Option<&TaskSpec> {
+    match &base.data {
+        DataConfig::Task(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// The budget sentence: did the baseline learn the task (issue 15's targets: validity ≥ 0.8 on the
+/// permutation task, excess NLL ≤ 0.3 bit/seq on the HMM mixture, pass@1 with its CI on countdown)?
+fn budget(base: &RunConfig, results: &[RunResult]) -> Option<String> {
+    let (key, target, label, at_least) = match task_spec(base)? {
+        TaskSpec::Permutation(_) => ("validity", 0.8, "validity", true),
+        TaskSpec::HmmMixture(_) => ("excess_nll_bits_per_seq", 0.3, "excess NLL over Bayes (bits/seq)", false),
+        TaskSpec::Countdown(_) => ("pass_at_1", f64::NAN, "pass@1", true),
     };
     let c = MeanCi::of(&vals(results, "baseline", key))?;
     let digits = if key == "excess_nll_bits_per_seq" { 2 } else { 3 };
@@ -75,30 +86,33 @@ fn budget(task: &str, results: &[RunResult]) -> Option<String> {
     ))
 }
 
-/// The findings section of `compare.md`.
-pub(super) fn findings(task: &str, arms: &[Arm], results: &[RunResult]) -> String {
+/// The findings section of `compare.md` for the task config `base`.
+pub(super) fn findings(base: &RunConfig, arms: &[Arm], results: &[RunResult]) -> String {
     let mut s = String::from("## Findings\n\n");
     s += "Generated from the runs below. Δ is the Free Transformer arm minus the named baseline, with the \
           95 % Welch interval of the difference of seed means; \"no difference detected\" means the interval \
-          contains 0, which at a few seeds is not evidence of equality. Free Transformer likelihoods are upper \
-          bounds: a better bound is a real gain, a worse one may be the bound's looseness.\n\n";
-    if let Some(b) = budget(task, results) {
+          contains 0, which at a few seeds is not evidence of equality. Free Transformer NLLs are upper \
+          bounds: a lower (better) bound is a real gain, a higher one may be the bound's looseness.\n\n";
+    if let Some(b) = budget(base, results) {
         s += &b;
         s += "\n";
     }
-    let (mut better, mut worse) = (vec![], vec![]);
+    let (mut better, mut worse, mut tested) = (vec![], vec![], 0);
     for a in arms.iter().filter(|a| a.kappa_bits.is_some()) {
         let runs = results.iter().filter(|r| r.arm == a.name).count();
         if runs == 0 {
             continue;
         }
         let collapsed = results.iter().filter(|r| r.arm == a.name && r.collapsed).count();
-        let _ = write!(s, "- **{}** ({runs} seeds, {collapsed} collapsed).", a.name);
-        for c in COMPARED.iter().filter(|c| !vals(results, &a.name, c.key).is_empty()) {
+        let _ = write!(s, "- **{}** ({runs} seed{}, {collapsed} collapsed).", a.name, if runs == 1 { "" } else { "s" });
+        // On text, bits per byte is the NLL in another unit: compared once.
+        let has_bpb = !vals(results, &a.name, "bits_per_byte").is_empty();
+        for c in COMPARED.iter().filter(|c| !vals(results, &a.name, c.key).is_empty() && !(has_bpb && c.key == "nll")) {
             let mut parts = vec![];
             for b in ["baseline", "baseline+1"] {
                 let Some(d) = DiffCi::welch(&vals(results, &a.name, c.key), &vals(results, b, c.key)) else { continue };
                 let v = verdict(&d, c.higher_is_better);
+                tested += 1;
                 parts.push(format!("Δ vs {b} {}, {v}", d.render(c.digits)));
                 match v {
                     "better" => better.push(format!("{} vs {b} ({})", a.name, c.label)),
@@ -106,20 +120,29 @@ pub(super) fn findings(task: &str, arms: &[Arm], results: &[RunResult]) -> Strin
                     _ => {}
                 }
             }
+            let base = vals(results, "baseline", c.key);
             let _ = write!(
                 s,
-                " {} {} (baseline {}){}{}.",
+                " {} {}{}{}{}.",
                 c.label,
                 shown(results, &a.name, c.key, c.digits),
-                shown(results, "baseline", c.key, c.digits),
+                if base.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (baseline {})", shown(results, "baseline", c.key, c.digits))
+                },
                 if parts.is_empty() { "" } else { ": " },
                 parts.join("; ")
             );
         }
-        s += &latent_sentence(results, &a.name);
+        s += &latent_sentence(results, &a.name, hidden_choices(base));
         s += "\n";
     }
-    if better.is_empty() && worse.is_empty() && !results.iter().any(|r| r.kappa_bits.is_some()) {
+    if tested == 0 {
+        if results.iter().any(|r| r.kappa_bits.is_some()) {
+            s +=
+                "- **Verdict.** Nothing was tested: a comparison needs at least 2 seeds of an arm and of a baseline.\n";
+        }
         return s;
     }
     let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join("; ") };
@@ -133,10 +156,20 @@ pub(super) fn findings(task: &str, arms: &[Arm], results: &[RunResult]) -> Strin
     s
 }
 
-/// What an arm's latent carries: KL, dead bits, I(Z; hidden) and shared-Z consistency, where measured.
-fn latent_sentence(results: &[RunResult], arm: &str) -> String {
+/// The number of hidden choices K of a task with one (permutation, HMM mixture).
+fn hidden_choices(base: &RunConfig) -> Option<usize> {
+    match task_spec(base)? {
+        TaskSpec::Permutation(p) => Some(p.k),
+        TaskSpec::HmmMixture(h) => Some(h.k),
+        TaskSpec::Countdown(_) => None,
+    }
+}
+
+/// What an arm's latent carries: KL, dead bits, I(Z; hidden) (of log₂ K when `k` is known) and
+/// shared-Z consistency against fresh Z (paired within each seed's run), where measured.
+fn latent_sentence(results: &[RunResult], arm: &str, k: Option<usize>) -> String {
     let mut parts = vec![];
-    let has = |k: &str| !vals(results, arm, k).is_empty();
+    let has = |key: &str| !vals(results, arm, key).is_empty();
     if has("kl_bits") {
         parts.push(format!("KL {} bits/token", shown(results, arm, "kl_bits", 3)));
     }
@@ -144,16 +177,35 @@ fn latent_sentence(results: &[RunResult], arm: &str) -> String {
         parts.push(format!("{} dead bits", shown(results, arm, "dead_bits", 1)));
     }
     if has("mi_z_hidden_bits") {
-        parts.push(format!("I(Z; hidden choice) ≥ {} bits", shown(results, arm, "mi_z_hidden_bits", 3)));
+        parts.push(format!(
+            "held-out lower bound on I(posterior Z; hidden choice) {} bits{}",
+            shown(results, arm, "mi_z_hidden_bits", 3),
+            k.map_or(String::new(), |k| format!(" of log₂ K = {:.3}", (k as f64).log2()))
+        ));
     }
     if has("consistency_shared_z") {
-        let d =
-            DiffCi::welch(&vals(results, arm, "consistency_shared_z"), &vals(results, arm, "consistency_independent"));
+        // Per seed: shared − fresh of the same run.
+        let paired: Vec<f64> = results
+            .iter()
+            .filter(|r| r.arm == arm)
+            .filter_map(|r| Some(r.metrics.get("consistency_shared_z")? - r.metrics.get("consistency_independent")?))
+            .collect();
+        let d = MeanCi::of(&paired).filter(|c| c.ci95.is_finite()).map(|c| {
+            let v = if c.mean.abs() <= c.ci95 {
+                "no difference detected"
+            } else if c.mean > 0.0 {
+                "higher"
+            } else {
+                "lower"
+            };
+            format!(" (paired per seed: {:+.3} ± {:.3}, {v})", c.mean, c.ci95)
+        });
         parts.push(format!(
-            "samples sharing Z agree on the hidden choice {} against {} for fresh Z{}",
+            "different prompts sharing one prior Z agree on the hidden choice {} of the time against {} for \
+             samples of one prompt with fresh Z{}",
             shown(results, arm, "consistency_shared_z", 3),
             shown(results, arm, "consistency_independent", 3),
-            d.map_or(String::new(), |d| format!(" (Δ {}, {})", d.render(3), verdict(&d, true)))
+            d.unwrap_or_default()
         ));
     }
     if parts.is_empty() { String::new() } else { format!(" Latent: {}.", parts.join("; ")) }
@@ -206,16 +258,30 @@ mod tests {
             ));
         }
         let arms = [arm("baseline", None), arm("baseline+1", None), arm("FT κ=1", Some(1.0))];
-        let f = findings("permutation", &arms, &r);
+        let text = include_str!("../../../experiments/compare/permutation.toml");
+        let perm = RunConfig::from_toml_str(text, "p", &[]).unwrap();
+        let f = findings(&perm, &arms, &r);
         assert!(f.contains("validity is 0.900 ± 0.050 against the target ≥ 0.8: met by the whole interval"), "{f}");
         assert!(f.contains("Δ vs baseline +0.1000 [+0.0773, +0.1227], worse"), "{f}");
         assert!(f.contains("validity 0.893 ± 0.052 (baseline 0.900 ± 0.050): Δ vs baseline -0.007"), "{f}");
-        assert!(f.contains("I(Z; hidden choice) ≥ 1.500"), "{f}");
-        assert!(f.contains("against 0.300 ± 0.000 for fresh Z (Δ +0.550 [+0.426, +0.674], better)"), "{f}");
+        assert!(f.contains("I(posterior Z; hidden choice) 1.500 ± 0.000 bits of log₂ K = 2.000"), "{f}");
+        // Paired per seed: 0.6, 0.5, 0.55 → mean 0.55, half-width 4.303 · 0.05 / √3 = 0.124.
+        assert!(
+            f.contains(
+                "against 0.300 ± 0.000 for samples of one prompt with fresh Z (paired per seed: +0.550 ± 0.124, higher)"
+            ),
+            "{f}"
+        );
         assert!(f.contains("Where the Free Transformer is better: none. Where it is worse: FT κ=1 vs baseline"), "{f}");
         // The HMM budget is an excess at most 0.3; a mean above it is a miss.
         let h: Vec<RunResult> =
             [0.31, 0.33, 0.35].iter().map(|&e| run("baseline", None, &[("excess_nll_bits_per_seq", e)])).collect();
-        assert!(findings("hmm", &arms[..1], &h).contains("0.33 ± 0.05 against the target ≤ 0.3: missed."));
+        let hmm = RunConfig::from_toml_str(include_str!("../../../experiments/compare/hmm.toml"), "h", &[]).unwrap();
+        assert!(findings(&hmm, &arms[..1], &h).contains("0.33 ± 0.05 against the target ≤ 0.3: missed."));
+        // One seed: nothing can be tested, and the findings say so.
+        let one: Vec<RunResult> =
+            r.iter().filter(|x| x.metrics["nll"] < 1.005 || x.metrics["nll"] == 1.10).cloned().collect();
+        let f1 = findings(&perm, &arms, &one);
+        assert!(f1.contains("Nothing was tested") && f1.contains("(1 seed, 0 collapsed)"), "{f1}");
     }
 }

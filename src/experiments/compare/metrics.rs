@@ -191,10 +191,13 @@ fn permutation_metrics(
 type Choices<'a> = dyn Fn(&[u32], &[u32]) -> Vec<usize> + 'a;
 
 /// The chain a mixture sample follows: the argmax of the Bayes posterior over chains given the
-/// whole sequence (prompt then completion; the lowest index on a tie), as a one-element set;
-/// empty when no chain can produce it (or it holds a token outside the symbols).
+/// completion and the prompt's last token only (the transitions the model generated; the prompt's
+/// own evidence would differ between the different prompts of a shared-Z group), the lowest index
+/// on a tie, as a one-element set; empty when no chain can produce it (or it holds a token outside
+/// the symbols).
 fn likeliest_chain(hmm: &HmmMixture, prompt: &[u32], completion: &[u32]) -> Vec<usize> {
-    let Ok(post) = hmm.chain_posterior(&[prompt, completion].concat()) else { return vec![] };
+    let last = &prompt[prompt.len().saturating_sub(1)..];
+    let Ok(post) = hmm.chain_posterior(&[last, completion].concat()) else { return vec![] };
     post.iter()
         .enumerate()
         .filter(|(_, p)| p.is_finite())
@@ -361,5 +364,7 @@ mod tests {
         let m = vec![vec![0.5, 0.5], vec![0.2, 0.8]];
         let twins = HmmMixture::from_matrices(&[m.clone(), m.clone(), m], 8, 1, 0).unwrap();
         assert_eq!(likeliest_chain(&twins, &[0], &[1, 1, 0, 1, 0, 0, 1]), vec![0]);
+        // Only the prompt's last token enters: a long prompt that favours chain 1 does not decide.
+        assert_eq!(likeliest_chain(&hmm, &[1, 1, 1, 1, 1, 0], &[0, 0]), vec![0]);
     }
 }

@@ -140,8 +140,14 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
     }
     let t0 = Instant::now();
     let (task_name, base) = base_config(o)?;
-    let arms = arms::select(arms(&base, &o.kappas, o.contrast_bits, &o.contrast_kappas), &o.arms)
-        .map_err(|e| anyhow::anyhow!("--arms: {e}"))?;
+    if let Some(h) = o.contrast_bits.filter(|&h| h == base.model.latent.bits) {
+        bail!("--contrast-bits {h}: the task config's Free Transformers already have H = {h}");
+    }
+    let all = arms(&base, &o.kappas, o.contrast_bits, &o.contrast_kappas);
+    if let Some(twice) = all.iter().enumerate().find(|(i, a)| all[..*i].iter().any(|b| b.name == a.name)) {
+        bail!("arm '{}' is listed twice (the same κ twice in --kappa or --contrast-kappa)", twice.1.name);
+    }
+    let arms = arms::select(all, &o.arms).map_err(|e| anyhow::anyhow!("--arms: {e}"))?;
     std::fs::create_dir_all(&o.report_dir).with_context(|| format!("cannot create {}", o.report_dir.display()))?;
     let text = toml::to_string(&base).context("serialising the task config")?;
     let mut plan = vec![];
@@ -242,6 +248,12 @@ mod tests {
             assert_eq!(n, name);
             assert!(run.model.latent.enabled);
         }
+        let twice = CompareOptions { kappas: vec![KappaBits(0.5), KappaBits(0.5)], ..opts("permutation") };
+        let e = run_compare(&twice).unwrap_err().to_string();
+        assert!(e.contains("arm 'FT κ=1/2' is listed twice"), "{e}");
+        let same_h = CompareOptions { contrast_bits: Some(16), ..opts("permutation") };
+        let e = run_compare(&same_h).unwrap_err().to_string();
+        assert!(e.contains("--contrast-bits 16: the task config's Free Transformers already have H = 16"), "{e}");
         let e = base_config(&opts("nope")).unwrap_err().to_string();
         assert!(e.contains("hmm, permutation, countdown, text"), "{e}");
     }

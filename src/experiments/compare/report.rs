@@ -130,7 +130,7 @@ fn report(
     plots: &[(String, String)],
 ) -> String {
     let mut s = report_head(task, results, o, minutes);
-    s += &super::findings::findings(task, arms, results);
+    s += &super::findings::findings(base, arms, results);
     s += "\n## Setup and results\n\n";
     s += &report_setup(base, o);
     s += &arm_table(arms, results);
