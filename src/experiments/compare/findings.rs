@@ -107,7 +107,8 @@ pub(super) fn findings(base: &RunConfig, arms: &[Arm], results: &[RunResult]) ->
         let _ = write!(s, "- **{}** ({runs} seed{}, {collapsed} collapsed).", a.name, if runs == 1 { "" } else { "s" });
         // On text, bits per byte is the NLL in another unit: compared once.
         let has_bpb = !vals(results, &a.name, "bits_per_byte").is_empty();
-        for c in COMPARED.iter().filter(|c| !vals(results, &a.name, c.key).is_empty() && !(has_bpb && c.key == "nll")) {
+        let skip = |c: &Compared| vals(results, &a.name, c.key).is_empty() || (has_bpb && c.key == "nll");
+        for c in COMPARED.iter().filter(|c| !skip(c)) {
             let mut parts = vec![];
             for b in ["baseline", "baseline+1"] {
                 let Some(d) = DiffCi::welch(&vals(results, &a.name, c.key), &vals(results, b, c.key)) else { continue };
