@@ -330,4 +330,55 @@ mod tests {
         let x = plant(&x, &y, 2, &[3], 0.2, 11);
         assert_eq!(probe_mi(&x, &y, 4), probe_mi(&x, &y, 4));
     }
+
+    /// Diagnostic on a trained run (`FREET_MI_RUN=dir cargo test --release --lib mi_diagnostic --
+    /// --ignored --nocapture`): the plug-in I(bit; k) of every posterior bit, its maximum against
+    /// the maximum under shuffled labels, and the probe's bound: is a zero bound a probe too strict?
+    #[test]
+    #[ignore]
+    fn mi_diagnostic_on_a_trained_run() {
+        let Ok(dir) = std::env::var("FREET_MI_RUN") else { return };
+        let l = crate::train::checkpoint::load(std::path::Path::new(&dir), Device::Cpu).unwrap();
+        let run = l.state.unwrap().run;
+        let crate::data::Dataset::Task(task) = run.dataset().unwrap() else { panic!("not a task") };
+        let (rows, labels, k) = hidden_examples(&task, MI_EXAMPLES).unwrap();
+        let x = posterior_bit_features(&l.model, &rows, 7).unwrap();
+        let plug_in_max = |labels: &[i64]| -> (f64, usize) {
+            let y = Tensor::from_slice(labels);
+            let onehot = y.one_hot(k as i64).to_kind(KIND); // [N, K]
+            let n = labels.len() as f64;
+            let ones = onehot.transpose(0, 1).matmul(&x); // [K, F] count of bit = 1 per class
+            let nk = onehot.sum_dim_intlist(0, false, KIND).unsqueeze(1); // [K, 1]
+            let (p1k, pk) = (
+                Vec::<f32>::try_from((&ones / &nk).flatten(0, -1)).unwrap(),
+                Vec::<f32>::try_from((&nk / n).flatten(0, -1)).unwrap(),
+            );
+            let f = x.size()[1] as usize;
+            let h = |p: f64| if p <= 0.0 || p >= 1.0 { 0.0 } else { -(p * p.log2() + (1.0 - p) * (1.0 - p).log2()) };
+            let mut best = (0.0, 0);
+            for j in 0..f {
+                let p1: f64 = (0..k).map(|c| f64::from(pk[c]) * f64::from(p1k[c * f + j])).sum();
+                let cond: f64 = (0..k).map(|c| f64::from(pk[c]) * h(f64::from(p1k[c * f + j]))).sum();
+                let mi = h(p1) - cond;
+                if mi > best.0 {
+                    best = (mi, j);
+                }
+            }
+            best
+        };
+        let (m, j) = plug_in_max(&labels);
+        let mut shuffled = labels.clone();
+        shuffled.rotate_left(labels.len() / 3);
+        let (m0, _) = plug_in_max(&shuffled);
+        let live =
+            Vec::<f32>::try_from(x.mean_dim(0, false, KIND)).unwrap().iter().filter(|&&p| p > 0.01 && p < 0.99).count();
+        eprintln!(
+            "{dir}: {} features, {live} not constant; max plug-in I(bit; k) {m:.4} bits at feature {j} (token {}, bit {}); \
+             with labels shuffled {m0:.4}; probe {:?}",
+            x.size()[1],
+            j / l.model.latent().unwrap().mapper.bits() as usize,
+            j % l.model.latent().unwrap().mapper.bits() as usize,
+            probe_mi(&x, &labels, k)
+        );
+    }
 }
