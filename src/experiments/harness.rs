@@ -57,6 +57,22 @@ pub struct ArmRunner {
 }
 
 impl ArmRunner {
+    /// A runner for `jobs` trainings at once. With several, it gets a stop flag of its own, so that
+    /// a failing run stops the others while the user's flag `user_stop` (whose second signal kills
+    /// the process) is only copied in by [`run_parallel`], and progress bars in one group.
+    pub fn for_jobs(
+        jobs: usize,
+        device: Device,
+        progress: bool,
+        user_stop: &Arc<AtomicBool>,
+        reuse: bool,
+        tag: &'static str,
+    ) -> ArmRunner {
+        let stop = if jobs > 1 { Arc::new(AtomicBool::new(false)) } else { Arc::clone(user_stop) };
+        let bars = (jobs > 1 && progress).then(MultiProgress::new);
+        ArmRunner { device, progress, stop, reuse, tag, bars }
+    }
+
     /// Parses the arm's run config from `text` (named `source` in errors) with `overrides`, then
     /// trains it in `dir` or reuses the run there (see [`train_or_reuse`]); a training error is
     /// prefixed with `label`. Returns the config with the finished run.

@@ -161,17 +161,7 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
         }
     }
     let jobs = o.jobs.min(plan.len());
-    // With several runs at once, a failing run stops the others through a flag of their own; the
-    // user's stop flag is copied into it (see `run_parallel`).
-    let stop = if jobs > 1 { Arc::new(AtomicBool::new(false)) } else { Arc::clone(&o.stop) };
-    let runner = ArmRunner {
-        device: o.device,
-        progress: o.progress,
-        stop: Arc::clone(&stop),
-        reuse: o.reuse,
-        tag: "compare",
-        bars: (jobs > 1 && o.progress).then(indicatif::MultiProgress::new),
-    };
+    let runner = ArmRunner::for_jobs(jobs, o.device, o.progress, &o.stop, o.reuse, "compare");
     let one = |j: &Job| -> Result<RunResult> {
         let label = format!("{} seed {}", j.arm.name, j.seed);
         let Finished { model, train_seconds, .. } =
@@ -197,7 +187,7 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
             let lat = &j.run.model.latent;
             (if lat.enabled { lat.bits } else { 0 }, j.run.train.steps)
         };
-        run_parallel(&plan, cost, jobs, &o.stop, &stop, "compare", &one)?
+        run_parallel(&plan, cost, jobs, &o.stop, &runner.stop, "compare", &one)?
     };
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
     report::write_report(&task_name, &base, &arms, &results, o, minutes)?;

@@ -143,18 +143,7 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
         plan.push((name, run));
     }
     let jobs = o.jobs.min(plan.len());
-    let bars = (jobs > 1 && o.progress).then(indicatif::MultiProgress::new);
-    // With several arms at once, a failing arm stops the others through a flag of their own, so
-    // that the user's stop flag (whose second signal kills the process) is left to the user.
-    let stop = if jobs > 1 { Arc::new(AtomicBool::new(false)) } else { Arc::clone(&o.stop) };
-    let runner = ArmRunner {
-        device: o.device,
-        progress: o.progress,
-        stop: Arc::clone(&stop),
-        reuse: o.reuse,
-        tag: "figure4",
-        bars,
-    };
+    let runner = ArmRunner::for_jobs(jobs, o.device, o.progress, &o.stop, o.reuse, "figure4");
     let arm = |(name, run): &(&str, RunConfig)| -> Result<(ArmResult, ArmSamples)> {
         let dir = o.out.join("models").join(name);
         let finished = runner.train(run, &dir, &format!("arm {name}")).with_context(|| format!("arm {name}"))?;
@@ -163,7 +152,7 @@ pub fn run_figure4(o: &Figure4Options) -> Result<Vec<ArmResult>> {
     let measured: Vec<(ArmResult, ArmSamples)> = if jobs == 1 {
         plan.iter().map(arm).collect::<Result<_>>()?
     } else {
-        run_parallel(&plan, |(_, run)| run.train.steps, jobs, &o.stop, &stop, "figure4", &arm)?
+        run_parallel(&plan, |(_, run)| run.train.steps, jobs, &o.stop, &runner.stop, "figure4", &arm)?
     };
     let (results, all_samples): (Vec<ArmResult>, Vec<ArmSamples>) = measured.into_iter().unzip();
     let total = t0.elapsed().as_secs_f64();
