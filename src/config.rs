@@ -369,7 +369,7 @@ impl RunConfig {
     }
 }
 
-/// Building what a run config names: its tokenizer and its dataset.
+/// Comparing run configs.
 impl RunConfig {
     /// The settings where `other` differs from this config, as `key: this → other` in key order
     /// (empty when equal), e.g. `train.steps: 3600 → 4800`.
@@ -397,6 +397,7 @@ impl RunConfig {
     }
 }
 
+/// Building what a run config names: its tokenizer and its dataset.
 impl RunConfig {
     /// Builds the dataset a run config names, with the tokenizer it names ([`RunConfig::tokenizer`]).
     pub fn dataset(&self) -> Result<Dataset> {

@@ -6,7 +6,7 @@ use crate::config::RunConfig;
 use crate::model::FreeTransformer;
 use crate::train::checkpoint;
 use crate::train::{TrainOptions, train};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use indicatif::MultiProgress;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,31 +73,21 @@ impl ArmRunner {
         ArmRunner { device, progress, stop, reuse, tag, bars }
     }
 
-    /// Parses the arm's run config from `text` (named `source` in errors) with `overrides`, then
-    /// trains it in `dir` or reuses the run there (see [`train_or_reuse`]); a training error is
-    /// prefixed with `label`. Returns the config with the finished run.
-    pub fn run(
-        &self,
-        label: &str,
-        text: &str,
-        source: &str,
-        overrides: &[String],
-        dir: &Path,
-    ) -> Result<(RunConfig, Finished)> {
-        let run = RunConfig::from_toml_str(text, source, overrides)?;
-        let finished = self.train(&run, dir, label).with_context(|| label.to_string())?;
-        Ok((run, finished))
-    }
-
     /// Trains `run` in `dir`, or reuses the run there, with this runner's options; `label` names
-    /// its progress bar when several arms train at once.
+    /// its progress bar when several arms train at once. On the CPU, the calling thread is left
+    /// with the run's `train.threads` libtorch threads (if set) for the measurements that follow,
+    /// also when the run was reused and never went through the trainer.
     pub fn train(&self, run: &RunConfig, dir: &Path, label: &str) -> Result<Finished> {
         let mut topts = TrainOptions::new(dir);
         topts.device = self.device;
         topts.progress = self.progress;
         topts.bars = self.bars.clone().map(|m| (m, label.to_string()));
         topts.stop = Arc::clone(&self.stop);
-        train_or_reuse(run, &topts, self.reuse, self.tag)
+        let finished = train_or_reuse(run, &topts, self.reuse, self.tag)?;
+        if self.device == Device::Cpu && run.train.threads > 0 {
+            tch::set_num_threads(run.train.threads as i32);
+        }
+        Ok(finished)
     }
 
     /// Prints a progress line above the bars (plain `eprintln!` with a single arm at a time).

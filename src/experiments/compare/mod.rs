@@ -166,10 +166,6 @@ pub fn run_compare(o: &CompareOptions) -> Result<Vec<RunResult>> {
         let label = format!("{} seed {}", j.arm.name, j.seed);
         let Finished { model, train_seconds, .. } =
             runner.train(&j.run, &j.dir, &label).with_context(|| label.clone())?;
-        if o.device == Device::Cpu && j.run.train.threads > 0 {
-            // This thread's libtorch threads (a reused run never went through the trainer).
-            tch::set_num_threads(j.run.train.threads as i32);
-        }
         runner.say(&format!("[compare] {label}: evaluating"));
         let r = metrics::evaluate_run(&model, &j.run, j.arm, j.seed, train_seconds, o)?;
         runner.say(&format!(

@@ -75,10 +75,11 @@ fn write_plots(results: &[RunResult], arms: &[Arm], dir: &Path) -> Result<Vec<(S
     let (lo, hi) = kappas.iter().fold((f64::MAX, f64::MIN), |(a, b), &k| (a.min(k), b.max(k)));
     let mut files = vec![];
     for info in METRICS.iter().filter(|i| PLOTTED.contains(&i.key)) {
-        let series = plot_series(results, arms, info.key, (lo, hi));
-        if !series.iter().any(|s| (s.name == FT_SERIES || s.name.starts_with("FT H=")) && !s.points.is_empty()) {
+        // A plot needs some Free Transformer arm that measured the metric.
+        if !arms.iter().any(|a| a.kappa_bits.is_some() && values(results, &a.name, info.key).any(f64::is_finite)) {
             continue;
         }
+        let series = plot_series(results, arms, info.key, (lo, hi));
         let file = format!("{}.svg", info.key);
         let chart = Chart {
             title: format!("{} vs κ (mean ± 95 % CI over seeds)", info.label),

@@ -189,10 +189,6 @@ fn measure_arm(
 ) -> Result<(ArmResult, ArmSamples)> {
     // A reused arm's training time is the one logged when it was trained (marked in the report).
     let Finished { model, train_seconds, reused } = finished;
-    if o.device == Device::Cpu && run.train.threads > 0 {
-        // This thread's libtorch threads (a reused arm's worker never went through the trainer).
-        tch::set_num_threads(run.train.threads as i32);
-    }
     runner.say(&format!("[figure4] {name}: evaluating and sampling {} groups × {}", o.groups, o.group_size));
     let val = run.dataset()?.val_batches(run.train.eval_batches, run.train.batch_size);
     let eval = evaluate(&model, &val, 4, run.train.seed);
