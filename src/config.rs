@@ -397,6 +397,19 @@ impl RunConfig {
     }
 }
 
+impl RunConfig {
+    /// [`RunConfig::differences`] less the bookkeeping settings that leave the trained weights
+    /// unchanged (`train.threads`, `train.checkpoint_every`, `train.keep_last`): the settings that
+    /// stop a run saved under one config from standing for (or resuming as) a run of the other.
+    pub fn outcome_differences(&self, other: &RunConfig) -> Vec<String> {
+        let mut a = self.clone();
+        a.train.threads = other.train.threads;
+        a.train.checkpoint_every = other.train.checkpoint_every;
+        a.train.keep_last = other.train.keep_last;
+        a.differences(other)
+    }
+}
+
 /// Building what a run config names: its tokenizer and its dataset.
 impl RunConfig {
     /// Builds the dataset a run config names, with the tokenizer it names ([`RunConfig::tokenizer`]).
@@ -479,6 +492,15 @@ mod tests {
         assert!(a.differences(&a.clone()).is_empty());
         let b = RunConfig::from_toml_str(text, "p", &["train.steps=10".into(), "model.d_model=32".into()]).unwrap();
         assert_eq!(a.differences(&b), ["model.d_model: 64 → 32", "train.steps: 3600 → 10"]);
+        let c = RunConfig::from_toml_str(
+            text,
+            "p",
+            &["train.threads=3".into(), "train.checkpoint_every=7".into(), "train.keep_last=2".into()],
+        )
+        .unwrap();
+        assert_eq!(a.differences(&c).len(), 3);
+        assert!(a.outcome_differences(&c).is_empty(), "bookkeeping settings do not change the outcome");
+        assert_eq!(a.outcome_differences(&b), a.differences(&b));
     }
 
     const BASE: &str = r#"

@@ -88,6 +88,40 @@ fn resume_follows_the_uninterrupted_run_exactly() {
 }
 
 #[test]
+fn reuse_resumes_an_interrupted_experiment_run_exactly() {
+    use freet::experiments::harness::train_or_reuse;
+    let full = tempfile::tempdir().unwrap();
+    let run = config(&[]);
+    train(&run, &opts(full.path())).unwrap();
+
+    // An experiment's run stopped after its first step (SIGTERM): the error suggests --reuse.
+    let parts = tempfile::tempdir().unwrap();
+    let o = opts(parts.path());
+    o.stop.store(true, Ordering::SeqCst);
+    let e = train_or_reuse(&run, &o, true, "t").unwrap_err().to_string();
+    assert!(e.contains("--reuse"), "{e}");
+    o.stop.store(false, Ordering::SeqCst);
+    // --reuse with other bookkeeping settings resumes it; the curve is the uninterrupted one.
+    let bookkeeping = config(&["train.threads=1", "train.checkpoint_every=2"]);
+    let f = train_or_reuse(&bookkeeping, &o, true, "t").unwrap();
+    assert!(!f.reused);
+    assert_eq!(common::curve(full.path()), common::curve(parts.path()), "resumed, not retrained from scratch");
+    let steps: Vec<u64> = checkpoint::list(&parts.path().join("checkpoints")).iter().map(|c| c.0).collect();
+    assert_eq!(steps, [1, 2, 4, 6], "resumed from the step-1 checkpoint, then checkpointed every 2 steps");
+    // Finished now: reused as it is.
+    assert!(train_or_reuse(&run, &o, true, "t").unwrap().reused);
+
+    // An unfinished run with another outcome setting is discarded and trained afresh.
+    let other = tempfile::tempdir().unwrap();
+    let o = opts(other.path());
+    o.stop.store(true, Ordering::SeqCst);
+    train_or_reuse(&config(&["train.lr=0.01"]), &o, true, "t").unwrap_err();
+    o.stop.store(false, Ordering::SeqCst);
+    train_or_reuse(&run, &o, true, "t").unwrap();
+    assert_eq!(common::curve(full.path()), common::curve(other.path()), "retrained from step 0 with the given lr");
+}
+
+#[test]
 fn fresh_run_refuses_to_overwrite_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
     let run = config(&["train.steps=1"]);

@@ -107,42 +107,67 @@ pub struct Finished {
     pub reused: bool,
 }
 
-/// Trains `run` from scratch in `opts.out_dir`; with `reuse`, first loads the run already trained
-/// there to its final step with this config. Only `train.threads` may differ (the run is reused and
-/// the difference printed); a finished run with any other difference is an error that names the
-/// settings, so that `--reuse` never deletes a finished run. `tag` prefixes the progress lines. An
-/// interrupted training is an error that suggests `--reuse`.
+/// Trains `run` from scratch in `opts.out_dir`; with `reuse`, first looks at the run saved there.
+/// A run trained to its final step with this config is loaded; one interrupted before it (SIGTERM,
+/// or killed after a periodic checkpoint) resumes from its newest checkpoint. Only bookkeeping
+/// settings may differ ([`RunConfig::outcome_differences`]; the difference is printed); a finished
+/// run with any other difference is an error that names the settings, so that `--reuse` never
+/// deletes a finished run, while an unfinished one with other settings is trained afresh. `tag`
+/// prefixes the progress lines. An interrupted training is an error that suggests `--reuse`.
 pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &str) -> Result<Finished> {
     let dir = &opts.out_dir;
     let bars = opts.bars.as_ref().map(|(m, _)| m);
-    if reuse
-        && let Ok(l) = checkpoint::load(dir, opts.device)
-        && let Some(s) = l.state.as_ref().filter(|s| s.step == s.run.train.steps)
+    let saved = if reuse { checkpoint::load(dir, opts.device).ok() } else { None };
+    let mut resume_from = None;
+    if let Some(l) = saved
+        && let Some(s) = l.state.as_ref()
     {
-        let mut same_threads = s.run.clone();
-        same_threads.train.threads = run.train.threads;
-        let diff = same_threads.differences(run);
-        if !diff.is_empty() {
-            bail!(
-                "--reuse: {} holds a finished run trained with other settings ({}); it is kept: remove it or \
-                 choose another --out",
-                dir.display(),
-                diff.join(", ")
-            );
-        }
-        let threads = if s.run.train.threads == run.train.threads {
+        let diff = s.run.outcome_differences(run);
+        let bookkeeping = s.run.differences(run);
+        let noted = if bookkeeping.is_empty() {
             String::new()
         } else {
-            format!(" (trained with train.threads = {}, measured with {})", s.run.train.threads, run.train.threads)
+            format!(" (saved with other bookkeeping settings: {})", bookkeeping.join(", "))
         };
-        say(bars, &format!("[{tag}] reusing {}{threads}", l.dir.display()));
-        return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
+        if s.step == s.run.train.steps {
+            if !diff.is_empty() {
+                bail!(
+                    "--reuse: {} holds a finished run trained with other settings ({}); it is kept: remove it or \
+                     choose another --out",
+                    dir.display(),
+                    diff.join(", ")
+                );
+            }
+            say(bars, &format!("[{tag}] reusing {}{noted}", l.dir.display()));
+            return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
+        }
+        if diff.is_empty() {
+            resume_from = Some((s.step, noted));
+        } else {
+            say(
+                bars,
+                &format!(
+                    "[{tag}] {}: discarding an unfinished run with other settings ({})",
+                    dir.display(),
+                    diff.join(", ")
+                ),
+            );
+        }
     }
-    let _ = std::fs::remove_dir_all(dir);
-    say(bars, &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
-    let s = train(run, opts)?;
+    let mut opts = opts.clone();
+    match resume_from {
+        Some((step, noted)) => {
+            say(bars, &format!("[{tag}] resuming {} at step {step} of {}{noted}", dir.display(), run.train.steps));
+            opts.resume = true;
+        }
+        None => {
+            let _ = std::fs::remove_dir_all(dir);
+            say(bars, &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
+        }
+    }
+    let s = train(run, &opts)?;
     if s.interrupted {
-        bail!("interrupted; rerun with --reuse to keep finished runs");
+        bail!("interrupted; rerun with --reuse to resume (finished runs are kept)");
     }
     let model = checkpoint::load(&s.checkpoint, opts.device)?.model;
     Ok(Finished { model, train_seconds: s.elapsed_s, reused: false })

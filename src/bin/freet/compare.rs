@@ -57,7 +57,7 @@ pub(crate) struct CompareArgs {
     /// Prior draws of the prior-Z CE.
     #[arg(long, default_value_t = 4)]
     prior_samples: usize,
-    /// Reuse runs already trained to their final step.
+    /// Reuse runs already trained to their final step; resume interrupted ones from their last checkpoint.
     #[arg(long)]
     reuse: bool,
     /// Hide the progress bars.

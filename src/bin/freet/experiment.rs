@@ -29,7 +29,7 @@ pub(crate) struct Figure4Args {
     /// Samples per group.
     #[arg(long, default_value_t = 8)]
     group_size: usize,
-    /// Reuse arms already trained to their final step.
+    /// Reuse arms already trained to their final step; resume interrupted ones from their last checkpoint.
     #[arg(long)]
     reuse: bool,
     /// Only these arms, comma-separated (baseline, kappa-1-64, kappa-1-8, kappa-1, kappa-8; default: all).
