@@ -111,13 +111,17 @@ fn reuse_resumes_an_interrupted_experiment_run_exactly() {
     // Finished now: reused as it is.
     assert!(train_or_reuse(&run, &o, true, "t").unwrap().reused);
 
-    // An unfinished run with another outcome setting is discarded and trained afresh.
+    // An unfinished run with another outcome setting is kept: an error that names the setting.
     let other = tempfile::tempdir().unwrap();
     let o = opts(other.path());
     o.stop.store(true, Ordering::SeqCst);
     train_or_reuse(&config(&["train.lr=0.01"]), &o, true, "t").unwrap_err();
     o.stop.store(false, Ordering::SeqCst);
-    train_or_reuse(&run, &o, true, "t").unwrap();
+    let e = train_or_reuse(&run, &o, true, "t").unwrap_err().to_string();
+    assert!(e.contains("an unfinished run (step 1 of 6)") && e.contains("train.lr"), "{e}");
+    assert_eq!(checkpoint::list(&other.path().join("checkpoints")).len(), 1, "the unfinished run is kept");
+    // Without --reuse the directory is trained afresh.
+    train_or_reuse(&run, &o, false, "t").unwrap();
     assert_eq!(common::curve(full.path()), common::curve(other.path()), "retrained from step 0 with the given lr");
 }
 

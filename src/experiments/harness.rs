@@ -110,10 +110,11 @@ pub struct Finished {
 /// Trains `run` from scratch in `opts.out_dir`; with `reuse`, first looks at the run saved there.
 /// A run trained to its final step with this config is loaded; one interrupted before it (SIGTERM,
 /// or killed after a periodic checkpoint) resumes from its newest checkpoint. Only bookkeeping
-/// settings may differ ([`RunConfig::outcome_differences`]; the difference is printed); a finished
-/// run with any other difference is an error that names the settings, so that `--reuse` never
-/// deletes a finished run, while an unfinished one with other settings is trained afresh. `tag`
-/// prefixes the progress lines. An interrupted training is an error that suggests `--reuse`.
+/// settings may differ ([`RunConfig::outcome_differences`]; the difference is printed); a saved
+/// run, finished or not, with any other difference is an error that names the settings and keeps
+/// it, so that `--reuse` never deletes saved training. Without `reuse` the run directory is trained
+/// afresh. `tag` prefixes the progress lines. An interrupted training is an error that suggests
+/// `--reuse`.
 pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &str) -> Result<Finished> {
     let dir = &opts.out_dir;
     let bars = opts.bars.as_ref().map(|(m, _)| m);
@@ -129,30 +130,24 @@ pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &s
         } else {
             format!(" (saved with other bookkeeping settings: {})", bookkeeping.join(", "))
         };
+        if !diff.is_empty() {
+            let what = if s.step == s.run.train.steps {
+                "a finished run".to_string()
+            } else {
+                format!("an unfinished run (step {} of {})", s.step, s.run.train.steps)
+            };
+            bail!(
+                "--reuse: {} holds {what} trained with other settings ({}); it is kept: remove it or choose \
+                 another --out",
+                dir.display(),
+                diff.join(", ")
+            );
+        }
         if s.step == s.run.train.steps {
-            if !diff.is_empty() {
-                bail!(
-                    "--reuse: {} holds a finished run trained with other settings ({}); it is kept: remove it or \
-                     choose another --out",
-                    dir.display(),
-                    diff.join(", ")
-                );
-            }
             say(bars, &format!("[{tag}] reusing {}{noted}", l.dir.display()));
             return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
         }
-        if diff.is_empty() {
-            resume_from = Some((s.step, noted));
-        } else {
-            say(
-                bars,
-                &format!(
-                    "[{tag}] {}: discarding an unfinished run with other settings ({})",
-                    dir.display(),
-                    diff.join(", ")
-                ),
-            );
-        }
+        resume_from = Some((s.step, noted));
     }
     let mut opts = opts.clone();
     match resume_from {
