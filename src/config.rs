@@ -395,9 +395,7 @@ impl RunConfig {
         walk("", &json(self), &json(other), &mut out);
         out
     }
-}
 
-impl RunConfig {
     /// [`RunConfig::differences`] less the bookkeeping settings that leave the trained weights
     /// unchanged (`train.threads`, `train.checkpoint_every`, `train.keep_last`): the settings that
     /// stop a run saved under one config from standing for (or resuming as) a run of the other.

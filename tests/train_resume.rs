@@ -31,6 +31,22 @@ fn opts(dir: &std::path::Path) -> TrainOptions {
     o
 }
 
+/// The run `run` trained without interruption, in a fresh directory (the reference curve).
+fn uninterrupted(run: &RunConfig) -> tempfile::TempDir {
+    let full = tempfile::tempdir().unwrap();
+    train(run, &opts(full.path())).unwrap();
+    full
+}
+
+/// Calls `f` with `o`'s stop flag raised, as after SIGTERM (checkpoint after the current step and
+/// stop), then lowers it again.
+fn stopped<T>(o: &TrainOptions, f: impl FnOnce(&TrainOptions) -> T) -> T {
+    o.stop.store(true, Ordering::SeqCst);
+    let out = f(o);
+    o.stop.store(false, Ordering::SeqCst);
+    out
+}
+
 #[test]
 fn short_run_learns_and_keeps_kl_near_kappa() {
     let tmp = tempfile::tempdir().unwrap();
@@ -68,16 +84,12 @@ fn checkpoint_reload_gives_identical_logits() {
 
 #[test]
 fn resume_follows_the_uninterrupted_run_exactly() {
-    let full = tempfile::tempdir().unwrap();
     let run = config(&[]);
-    train(&run, &opts(full.path())).unwrap();
+    let full = uninterrupted(&run);
 
     let parts = tempfile::tempdir().unwrap();
-    let o = opts(parts.path());
-    o.stop.store(true, Ordering::SeqCst); // as after SIGTERM: checkpoint after the current step and stop
-    let s = train(&run, &o).unwrap();
+    let s = stopped(&opts(parts.path()), |o| train(&run, o).unwrap());
     assert!(s.interrupted && s.steps == 1);
-    o.stop.store(false, Ordering::SeqCst);
     let mut o2 = opts(parts.path());
     o2.resume = true;
     let s2 = train(&run, &o2).unwrap();
@@ -90,17 +102,14 @@ fn resume_follows_the_uninterrupted_run_exactly() {
 #[test]
 fn reuse_resumes_an_interrupted_experiment_run_exactly() {
     use freet::experiments::harness::train_or_reuse;
-    let full = tempfile::tempdir().unwrap();
     let run = config(&[]);
-    train(&run, &opts(full.path())).unwrap();
+    let full = uninterrupted(&run);
 
     // An experiment's run stopped after its first step (SIGTERM): the error suggests --reuse.
     let parts = tempfile::tempdir().unwrap();
     let o = opts(parts.path());
-    o.stop.store(true, Ordering::SeqCst);
-    let e = train_or_reuse(&run, &o, true, "t").unwrap_err().to_string();
+    let e = stopped(&o, |o| train_or_reuse(&run, o, true, "t").unwrap_err().to_string());
     assert!(e.contains("--reuse"), "{e}");
-    o.stop.store(false, Ordering::SeqCst);
     // --reuse with other bookkeeping settings resumes it; the curve is the uninterrupted one.
     let bookkeeping = config(&["train.threads=1", "train.checkpoint_every=2"]);
     let f = train_or_reuse(&bookkeeping, &o, true, "t").unwrap();
@@ -114,9 +123,7 @@ fn reuse_resumes_an_interrupted_experiment_run_exactly() {
     // An unfinished run with another outcome setting is kept: an error that names the setting.
     let other = tempfile::tempdir().unwrap();
     let o = opts(other.path());
-    o.stop.store(true, Ordering::SeqCst);
-    train_or_reuse(&config(&["train.lr=0.01"]), &o, true, "t").unwrap_err();
-    o.stop.store(false, Ordering::SeqCst);
+    stopped(&o, |o| train_or_reuse(&config(&["train.lr=0.01"]), o, true, "t").unwrap_err());
     let e = train_or_reuse(&run, &o, true, "t").unwrap_err().to_string();
     assert!(e.contains("an unfinished run (step 1 of 6)") && e.contains("train.lr"), "{e}");
     assert_eq!(checkpoint::list(&other.path().join("checkpoints")).len(), 1, "the unfinished run is kept");

@@ -119,19 +119,15 @@ pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &s
     let dir = &opts.out_dir;
     let bars = opts.bars.as_ref().map(|(m, _)| m);
     let saved = if reuse { checkpoint::load(dir, opts.device).ok() } else { None };
-    let mut resume_from = None;
+    let mut opts = opts.clone();
+    let mut resuming = false;
     if let Some(l) = saved
         && let Some(s) = l.state.as_ref()
     {
         let diff = s.run.outcome_differences(run);
-        let bookkeeping = s.run.differences(run);
-        let noted = if bookkeeping.is_empty() {
-            String::new()
-        } else {
-            format!(" (saved with other bookkeeping settings: {})", bookkeeping.join(", "))
-        };
+        let finished = s.step == s.run.train.steps;
         if !diff.is_empty() {
-            let what = if s.step == s.run.train.steps {
+            let what = if finished {
                 "a finished run".to_string()
             } else {
                 format!("an unfinished run (step {} of {})", s.step, s.run.train.steps)
@@ -143,22 +139,22 @@ pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &s
                 diff.join(", ")
             );
         }
-        if s.step == s.run.train.steps {
+        let bookkeeping = s.run.differences(run);
+        let noted = if bookkeeping.is_empty() {
+            String::new()
+        } else {
+            format!(" (saved with other bookkeeping settings: {})", bookkeeping.join(", "))
+        };
+        if finished {
             say(bars, &format!("[{tag}] reusing {}{noted}", l.dir.display()));
             return Ok(Finished { model: l.model, train_seconds: logged_train_seconds(dir), reused: true });
         }
-        resume_from = Some((s.step, noted));
+        say(bars, &format!("[{tag}] resuming {} at step {} of {}{noted}", dir.display(), s.step, run.train.steps));
+        (opts.resume, resuming) = (true, true);
     }
-    let mut opts = opts.clone();
-    match resume_from {
-        Some((step, noted)) => {
-            say(bars, &format!("[{tag}] resuming {} at step {step} of {}{noted}", dir.display(), run.train.steps));
-            opts.resume = true;
-        }
-        None => {
-            let _ = std::fs::remove_dir_all(dir);
-            say(bars, &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
-        }
+    if !resuming {
+        let _ = std::fs::remove_dir_all(dir);
+        say(bars, &format!("[{tag}] training {} ({} steps)", dir.display(), run.train.steps));
     }
     let s = train(run, &opts)?;
     if s.interrupted {
