@@ -117,8 +117,10 @@ fn reuse_resumes_an_interrupted_experiment_run_exactly() {
     assert_eq!(common::curve(full.path()), common::curve(parts.path()), "resumed, not retrained from scratch");
     let steps: Vec<u64> = checkpoint::list(&parts.path().join("checkpoints")).iter().map(|c| c.0).collect();
     assert_eq!(steps, [1, 2, 4, 6], "resumed from the step-1 checkpoint, then checkpointed every 2 steps");
-    // Finished now: reused as it is.
-    assert!(train_or_reuse(&run, &o, true, "t").unwrap().reused);
+    // Finished now: reused as it is, with the training time of both invocations, as after resuming.
+    let r = train_or_reuse(&run, &o, true, "t").unwrap();
+    assert!(r.reused);
+    assert_eq!(f.train_seconds, r.train_seconds, "the resumed run counts its first invocation too");
 
     // An unfinished run with another outcome setting is kept: an error that names the setting.
     let other = tempfile::tempdir().unwrap();

@@ -101,7 +101,8 @@ impl ArmRunner {
 pub struct Finished {
     /// The model at its final step.
     pub model: FreeTransformer,
-    /// Training seconds (for a reused run, the time logged when it was trained; 0 if unknown).
+    /// Training seconds (for a reused or resumed run, the time logged over all its invocations, as
+    /// `metrics.jsonl` carries it; 0 if unknown).
     pub train_seconds: f64,
     /// Loaded from an earlier run rather than trained now.
     pub reused: bool,
@@ -161,7 +162,9 @@ pub fn train_or_reuse(run: &RunConfig, opts: &TrainOptions, reuse: bool, tag: &s
         bail!("interrupted; rerun with --reuse to resume (finished runs are kept)");
     }
     let model = checkpoint::load(&s.checkpoint, opts.device)?.model;
-    Ok(Finished { model, train_seconds: s.elapsed_s, reused: false })
+    // A resumed run's summary counts this invocation only; its log carries the earlier ones too.
+    let train_seconds = if resuming { logged_train_seconds(dir) } else { s.elapsed_s };
+    Ok(Finished { model, train_seconds, reused: false })
 }
 
 /// Prints `line` to stderr, above the progress bars of `bars` if there are any.
