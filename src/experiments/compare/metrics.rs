@@ -132,6 +132,7 @@ fn task_metrics(
 }
 
 /// `k` completions with fresh Z for each of the first validation prompts, as in inference.
+#[derive(Clone)]
 struct PromptSamples {
     /// The prompts (the first `o.prompts` validation examples, cut to the task's prompt length).
     prompts: Vec<Vec<u32>>,
@@ -287,6 +288,8 @@ mod tests {
     use super::*;
     use crate::experiments::compare::base_config;
     use crate::experiments::compare::tests::opts;
+    use crate::model::{Pass, ZSource};
+    use tch::Kind;
 
     /// An untrained `--quick` model of the built-in `task`, with or without the latent, its task,
     /// a few validation rows and the options.
@@ -366,5 +369,87 @@ mod tests {
         assert_eq!(likeliest_chain(&twins, &[0], &[1, 1, 0, 1, 0, 0, 1]), vec![0]);
         // Only the prompt's last token enters: a long prompt that favours chain 1 does not decide.
         assert_eq!(likeliest_chain(&hmm, &[1, 1, 1, 1, 1, 0], &[0, 0]), vec![0]);
+    }
+
+    /// Diagnostic on a trained countdown FT run (`FREET_PREFILL_RUN=dir cargo test --release --lib
+    /// prefill_diagnostic -- --ignored --nocapture`; `FREET_PREFILL_M` candidates, default 64): pass@1
+    /// and pass@8 of the report's 64 prompts × 8 samples with three sources of the prompt's codes:
+    /// the encoder over the prompt (the paper's prefill, spec §4.2, what the report scores), the
+    /// prior (uniform codes everywhere), and the model's own posterior given the prompt, by
+    /// sampling-importance-resampling M encoder draws with weights `p(prompt | z)·P(z) / Q(z |
+    /// prompt)`. The last samples the model's conditional `p(answer | prompt)` as M grows: a gap
+    /// between it and the paper's prefill is the prefill's train/test gap, not the model.
+    #[test]
+    #[ignore]
+    fn prefill_diagnostic_on_a_trained_countdown_run() {
+        let Ok(dir) = std::env::var("FREET_PREFILL_RUN") else { return };
+        let m: i64 = std::env::var("FREET_PREFILL_M").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        let l = crate::train::checkpoint::load(std::path::Path::new(&dir), Device::Cpu).unwrap();
+        let (model, run) = (l.model, l.state.unwrap().run);
+        let Dataset::Task(task) = run.dataset().unwrap() else { panic!("not a task") };
+        let Task::Countdown(cd) = &task else { panic!("not a countdown run") };
+        let lat = model.latent().expect("a Free Transformer run");
+        let seed = run.train.seed;
+        let mut o = opts("countdown");
+        (o.prompts, o.samples) = (64, 8);
+        let paper = PromptSamples::draw(&model, &task, seed, &o).unwrap();
+        let (p, b) = (paper.p_len as i64, paper.samples.len() as i64);
+        let inputs = task.seq_len() as i64 - 1;
+        let rows: Vec<Vec<i64>> = paper
+            .prompts
+            .iter()
+            .flat_map(|q| std::iter::repeat_n(q.iter().map(|&v| i64::from(v)).collect(), paper.k))
+            .collect();
+        let ids: Vec<u64> = (0..b as u64).collect();
+        let key = |i: u64| Stream::CompareSampling.seed(seed, &[0xd1a6, i]);
+        let score = |z: &Tensor| -> (f64, f64) {
+            let g = generate_batch(&model, &rows, &paper.sopts, GenerationZ::Pinned(z)).unwrap();
+            let d = PromptSamples { samples: completions(&g.tokens, paper.p_len).unwrap(), ..paper.clone() };
+            let mut s = BTreeMap::new();
+            countdown_metrics(cd, &d, &mut s);
+            (s["pass_at_1"], s["pass_at_8"])
+        };
+        let mut s = BTreeMap::new();
+        countdown_metrics(cd, &paper, &mut s);
+        let prior = score(&lat.mapper.prior_codes(key(1), &ids, 0, inputs, Device::Cpu));
+        // SIR: M encoder draws of the prompt's codes per sample, one kept with probability ∝ w.
+        let flat: Vec<i64> = rows.iter().flat_map(|r| std::iter::repeat_n(r.clone(), m as usize)).flatten().collect();
+        let x = Tensor::from_slice(&flat).view([b * m, p]);
+        let f = tch::no_grad(|| model.forward(&x, ZSource::Posterior { key: key(2) }, Pass::Inference));
+        let (codes, o_bits) = (f.codes.unwrap(), f.bit_logits.unwrap());
+        let log_w = crate::eval::log_weights(
+            &f.logits.narrow(1, 0, p - 1).contiguous(),
+            &x.narrow(1, 1, p - 1).contiguous(),
+            &o_bits,
+            &lat.mapper.unpack(&codes),
+        )
+        .view([b, m]);
+        let gumbel =
+            -(-crate::util::rng::uniforms(key(3), &[b, m]).to_kind(Kind::Double).clamp(1e-12, 1.0).log()).log();
+        let pick = (&log_w + gumbel).argmax(1, false).view([b, 1, 1]).expand([b, 1, p], false);
+        let chosen = codes.view([b, m, p]).gather(1, &pick, false).squeeze_dim(1);
+        let ess = f64::try_from(
+            log_w
+                .softmax(1, Kind::Double)
+                .pow_tensor_scalar(2)
+                .sum_dim_intlist(1, false, Kind::Double)
+                .reciprocal()
+                .mean(Kind::Double),
+        )
+        .unwrap();
+        let rest = lat.mapper.prior_codes(key(4), &ids, p, inputs - p, Device::Cpu);
+        let sir = score(&Tensor::cat(&[chosen, rest], 1));
+        eprintln!(
+            "{dir}: pass@1 / pass@8 over {} prompts × {} samples: encoder prefill (paper, the report) {:.3} / {:.3}; \
+             prior codes everywhere {:.3} / {:.3}; SIR posterior given the prompt (M = {m}, mean ESS {ess:.1}) {:.3} / {:.3}",
+            paper.prompts.len(),
+            paper.k,
+            s["pass_at_1"],
+            s["pass_at_8"],
+            prior.0,
+            prior.1,
+            sir.0,
+            sir.1
+        );
     }
 }
