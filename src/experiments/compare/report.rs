@@ -135,8 +135,8 @@ fn report(
     s += "\n## Setup and results\n\n";
     s += &report_setup(base, o);
     s += &arm_table(arms, results);
-    if let Some(b) = results.iter().find_map(|r| r.metrics.get("bayes_nll")) {
-        let _ = writeln!(s, "\nBayes-optimal NLL of the validation set: {b:.4} nats/token (known by construction).");
+    if let Some(line) = bayes_line(results) {
+        let _ = writeln!(s, "\n{line}");
     }
     s += "\nPer-run values (seed by seed) are in `results.json`.\n";
     if !plots.is_empty() {
@@ -237,4 +237,50 @@ fn arm_row(a: &Arm, results: &[RunResult], shown: &[&MetricInfo]) -> String {
     let secs: Vec<f64> = runs.iter().map(|r| r.train_seconds).collect();
     let _ = writeln!(s, " {:.0} |", mean(&secs).unwrap_or(f64::NAN));
     s
+}
+
+/// The Bayes-optimal NLL of the validation set, one figure per seed (each seed draws its own
+/// validation rows) or one when every seed's agrees to the digits shown; `None` when unknown.
+fn bayes_line(results: &[RunResult]) -> Option<String> {
+    let by_seed: std::collections::BTreeMap<u64, String> =
+        results.iter().filter_map(|r| Some((r.seed, format!("{:.4}", r.metrics.get("bayes_nll")?)))).collect();
+    let first = by_seed.values().next()?;
+    let figures = if by_seed.values().all(|b| b == first) {
+        format!("{first} nats/token")
+    } else {
+        let each: Vec<String> = by_seed.iter().map(|(seed, b)| format!("{b} (seed {seed})")).collect();
+        format!("{} nats/token", each.join(", "))
+    };
+    Some(format!("Bayes-optimal NLL of the validation set: {figures} (known by construction)."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(seed: u64, bayes: Option<f64>) -> RunResult {
+        RunResult {
+            arm: "baseline".into(),
+            kappa_bits: None,
+            seed,
+            train_seconds: 1.0,
+            params: (1, 0, 0),
+            eval: crate::eval::EvalReport::default(),
+            collapsed: false,
+            metrics: bayes.map(|b| ("bayes_nll".to_string(), b)).into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn the_bayes_line_gives_each_seeds_figure_unless_they_agree() {
+        let per_seed = [run(1, Some(1.50912)), run(2, Some(1.5004)), run(1, Some(1.50912)), run(3, Some(1.5011))];
+        assert_eq!(
+            bayes_line(&per_seed).unwrap(),
+            "Bayes-optimal NLL of the validation set: 1.5091 (seed 1), 1.5004 (seed 2), 1.5011 (seed 3) nats/token \
+             (known by construction)."
+        );
+        let agree = [run(1, Some(0.99641)), run(2, Some(0.99638))];
+        assert!(bayes_line(&agree).unwrap().contains(": 0.9964 nats/token ("));
+        assert_eq!(bayes_line(&[run(1, None)]), None);
+    }
 }
