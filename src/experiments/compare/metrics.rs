@@ -153,13 +153,20 @@ impl PromptSamples {
         let prompts: Vec<Vec<u32>> =
             (0..o.prompts as u64).map(|i| task.example_ids(Split::Val, i)[..p_len].to_vec()).collect();
         let k = o.samples.max(1);
-        let batch: Vec<Vec<i64>> =
-            prompts.iter().flat_map(|p| std::iter::repeat_n(p.iter().map(|&v| i64::from(v)).collect(), k)).collect();
         let sopts =
             SampleOptions { max_new_tokens: new, seed: Stream::CompareSampling.seed(seed, &[]), ..Default::default() };
-        let out = generate_batch(model, &batch, &sopts, GenerationZ::Fresh)?;
-        let samples = completions(&out.tokens, p_len)?;
-        Ok(PromptSamples { prompts, k, p_len, sopts, samples })
+        let mut d = PromptSamples { prompts, k, p_len, sopts, samples: vec![] };
+        let out = generate_batch(model, &d.batch(), &d.sopts, GenerationZ::Fresh)?;
+        d.samples = completions(&out.tokens, p_len)?;
+        Ok(d)
+    }
+
+    /// The generation batch: each prompt `k` times in a row, as token ids.
+    fn batch(&self) -> Vec<Vec<i64>> {
+        self.prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p.iter().map(|&v| i64::from(v)).collect(), self.k))
+            .collect()
     }
 }
 
@@ -395,11 +402,7 @@ mod tests {
         let paper = PromptSamples::draw(&model, &task, seed, &o).unwrap();
         let (p, b) = (paper.p_len as i64, paper.samples.len() as i64);
         let inputs = task.seq_len() as i64 - 1;
-        let rows: Vec<Vec<i64>> = paper
-            .prompts
-            .iter()
-            .flat_map(|q| std::iter::repeat_n(q.iter().map(|&v| i64::from(v)).collect(), paper.k))
-            .collect();
+        let rows = paper.batch();
         let ids: Vec<u64> = (0..b as u64).collect();
         let key = |i: u64| Stream::CompareSampling.seed(seed, &[0xd1a6, i]);
         let score = |z: &Tensor| -> (f64, f64) {
